@@ -1,0 +1,41 @@
+# clace: the two commands are `make run` and `make test`.
+CARGO ?= cargo
+SHARED ?= $(abspath ../shared)
+
+.PHONY: run build test deps lint unit bench bench-peers bench-reload clean
+
+## Build in release mode and run `clace serve` on the embedded defaults.
+run:
+	$(CARGO) build --release
+	./target/release/clace serve
+
+build:
+	$(CARGO) build --release
+
+## Everything CI runs: installs what the tests need, lint, every test.
+test: deps lint unit
+
+## Tools the tests use that a fresh Debian machine may lack.
+deps:
+	@./scripts/test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+## Criterion benchmarks of the hot paths (certificate resolution).
+bench:
+	$(CARGO) bench -p clace-actors --bench resolve
+
+## Whole-daemon figures against nginx (and caddy), with the shared scripts.
+bench-peers: build
+	CLACE_BIN=$(abspath target/release/clace) $(SHARED)/bench/run.sh clace nginx
+
+bench-reload: build
+	CLACE_BIN=$(abspath target/release/clace) $(SHARED)/bench/reload.sh clace
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,17 @@
+//! Certificates: pairs read from disk, the immutable snapshot that indexes
+//! them, the lock-free resolver that reads it on every handshake, the
+//! self-signed default, and the cert store actor that owns them all.
+
+pub mod inventory;
+pub mod pair;
+pub mod resolver;
+pub mod selfsigned;
+pub mod snapshot;
+
+/// Now, as Unix seconds (what validity checks compare against).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+pub mod store;

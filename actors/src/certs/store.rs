@@ -1,0 +1,450 @@
+//! The cert store actor: owns every certificate pair and publishes the
+//! snapshot the resolver reads.
+//!
+//! Files are checked metadata first: a pair is re-read only when the
+//! identity (device, inode), size, mtime or ctime of one of its files (after
+//! following symbolic links) differs from the version last examined. So a
+//! rescan of 10,000 unchanged pairs is 20,000 `stat` calls, and a bad
+//! version is logged once: it is not examined again until it changes.
+//!
+//! A pair is taken only whole and valid; until then the last good version
+//! keeps serving. Only this actor publishes snapshots.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+
+use crate::certs::pair::{read_pair, Pair, Source};
+use crate::certs::selfsigned;
+use crate::certs::snapshot::Snapshot;
+use crate::health::{ActorName, ActorState, Health};
+use crate::messages::{PathsChanged, Rescan, Restart, SubscribeWatcher, WatchDirs};
+use crate::metrics::Metrics;
+
+const TARGET: &str = "clace::certstore";
+/// The stem of the default pair (step 4 of interface §4).
+pub const DEFAULT_STEM: &str = "default";
+
+/// What the store needs to know of the configuration.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub cert_location: PathBuf,
+    pub lookup_enabled: bool,
+    pub rescan_interval: Duration,
+}
+
+/// One `NAME.crt` + `NAME.key` in `cert_location`.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The last good version: what is served.
+    good: Option<Arc<Pair>>,
+    /// The version last examined, good or bad.
+    seen: Option<Fingerprint>,
+    /// Folders along the symbolic links of the two files.
+    dirs: Vec<PathBuf>,
+}
+
+/// Identity and change marks of the files a pair resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    crt: FileId,
+    key: Option<FileId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(m: &Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Which pairs a refresh looks at.
+#[derive(Debug)]
+enum Scope {
+    All,
+    Stems(BTreeSet<String>),
+}
+
+pub struct CertStore {
+    settings: StoreSettings,
+    shared: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    slots: BTreeMap<String, Slot>,
+    watcher: Option<Recipient<WatchDirs>>,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl CertStore {
+    /// Loads every pair (creating the self-signed default if needed) and
+    /// publishes the first snapshot, before any listener starts.
+    pub fn load(
+        settings: StoreSettings,
+        shared: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> CertStore {
+        let mut store = CertStore {
+            settings,
+            shared,
+            metrics,
+            health,
+            slots: BTreeMap::new(),
+            watcher: None,
+            watched: BTreeSet::new(),
+        };
+        store.ensure_default(true);
+        store.refresh(Scope::All);
+        store.check_expired_self_signed();
+        store
+    }
+
+    /// The snapshot as published now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.load_full()
+    }
+
+    /// Creates the self-signed default when `default.crt` is missing (or, at
+    /// start, when either file of the pair is missing).
+    fn ensure_default(&mut self, at_start: bool) {
+        let dir = &self.settings.cert_location;
+        let crt = dir.join("default.crt");
+        let key = dir.join("default.key");
+        let missing = if at_start {
+            !crt.exists() || !key.exists()
+        } else {
+            !crt.exists()
+        };
+        if !missing {
+            return;
+        }
+        match selfsigned::generate(dir) {
+            Ok(()) => log::info!(target: TARGET, "created a self-signed default certificate {}", crt.display()),
+            Err(e) => log::error!(target: TARGET, "cannot create the self-signed default in {}: {e}", dir.display()),
+        }
+    }
+
+    /// An expired clace self-signed default is replaced.
+    fn check_expired_self_signed(&mut self) {
+        let now = super::now();
+        let expired = self
+            .slots
+            .get(DEFAULT_STEM)
+            .and_then(|s| s.good.as_ref())
+            .is_some_and(|p| selfsigned::is_expired_self_signed(p, now));
+        if expired {
+            log::warn!(target: TARGET, "the self-signed default certificate has expired; making a new one");
+            let dir = self.settings.cert_location.clone();
+            match selfsigned::generate(&dir) {
+                Ok(()) => self.refresh(Scope::Stems(BTreeSet::from([DEFAULT_STEM.to_string()]))),
+                Err(e) => log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display()),
+            }
+        }
+    }
+
+    /// Re-checks the pairs in scope; publishes a new snapshot if any changed.
+    fn refresh(&mut self, scope: Scope) {
+        let stems = match scope {
+            Scope::All => {
+                let mut stems = self.list_stems();
+                // Pairs that disappeared from the folder are checked too.
+                stems.extend(self.slots.keys().cloned());
+                stems
+            }
+            Scope::Stems(s) => s,
+        };
+        let mut changed = false;
+        for stem in &stems {
+            changed |= self.check_pair(stem);
+        }
+        if !self.slots.contains_key(DEFAULT_STEM) || !self.settings.cert_location.join("default.crt").exists() {
+            self.ensure_default(false);
+            changed |= self.check_pair(DEFAULT_STEM);
+        }
+        if changed {
+            self.publish();
+        }
+        self.update_watch();
+    }
+
+    /// The `NAME` of every `NAME.crt` directly in the folder (links count,
+    /// names starting with `.` do not).
+    fn list_stems(&self) -> BTreeSet<String> {
+        let dir = &self.settings.cert_location;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!(target: TARGET, "cannot read cert_location {}: {e}", dir.display());
+                return BTreeSet::new();
+            }
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(".crt")?;
+                (!stem.is_empty() && !name.starts_with('.')).then(|| stem.to_string())
+            })
+            .collect()
+    }
+
+    /// Checks one pair; true if what is served for it changed.
+    fn check_pair(&mut self, stem: &str) -> bool {
+        let dir = self.settings.cert_location.clone();
+        let crt = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        let Ok(crt_meta) = std::fs::metadata(&crt) else {
+            // The certificate is gone: the pair stops being served.
+            return match self.slots.remove(stem) {
+                Some(slot) if slot.good.is_some() => {
+                    log::info!(target: TARGET, "{} was removed; no longer served", crt.display());
+                    true
+                }
+                _ => false,
+            };
+        };
+        let key_meta = std::fs::metadata(&key).ok();
+        let fp = Fingerprint {
+            crt: FileId::of(&crt_meta),
+            key: key_meta.as_ref().map(FileId::of),
+        };
+        let slot = self.slots.entry(stem.to_string()).or_default();
+        if slot.seen.as_ref() == Some(&fp) {
+            return false;
+        }
+        slot.seen = Some(fp);
+        slot.dirs = link_dirs(&crt).into_iter().chain(link_dirs(&key)).collect();
+        if key_meta.is_none() {
+            self.metrics.reload_rejected();
+            let keeping = if slot.good.is_some() { "; the previous version keeps serving" } else { "" };
+            log::warn!(target: TARGET, "{} has no {}{keeping}", crt.display(), key.display());
+            return false;
+        }
+        match read_pair(stem, &crt, &key, Source::File) {
+            Ok(pair) => {
+                if !pair.names.iter().any(|n| n == stem) && stem != DEFAULT_STEM && looks_like_name(stem) {
+                    log::warn!(target: TARGET, "{} is named for {stem} but its names are [{}]; it is served for {stem} anyway", crt.display(), pair.names.join(", "));
+                }
+                selfsigned::warn_if_key_readable(&key);
+                let now = super::now();
+                if pair.not_after < now {
+                    log::warn!(target: TARGET, "{} has expired", crt.display());
+                } else if pair.not_before > now {
+                    log::warn!(target: TARGET, "{} is not valid yet", crt.display());
+                }
+                let verb = if slot.good.is_some() { "reloaded" } else { "loaded" };
+                log::info!(
+                    target: TARGET,
+                    "{verb} {} (names [{}], serial {}, not after {})",
+                    crt.display(),
+                    pair.names.join(", "),
+                    pair.serial,
+                    pair.not_after
+                );
+                slot.good = Some(Arc::new(pair));
+                self.metrics.reload_ok();
+                true
+            }
+            Err(e) => {
+                self.metrics.reload_rejected();
+                let keeping = if slot.good.is_some() {
+                    "the previous version keeps serving"
+                } else {
+                    "the pair is not served"
+                };
+                log::warn!(target: TARGET, "rejected {} + {}: {e}; {keeping}", crt.display(), key.display());
+                false
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let files: Vec<Arc<Pair>> = self.slots.values().filter_map(|s| s.good.clone()).collect();
+        let count = files.len();
+        let snapshot = Snapshot::build(files, Vec::new(), HashMap::new(), self.settings.lookup_enabled);
+        self.shared.store(Arc::new(snapshot));
+        log::debug!(target: TARGET, "published a snapshot of {count} pairs");
+    }
+
+    /// Tells the watcher the folders to watch, when they changed.
+    fn update_watch(&mut self) {
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        dirs.insert(canonical_or(&self.settings.cert_location));
+        for slot in self.slots.values() {
+            dirs.extend(slot.dirs.iter().cloned());
+        }
+        if dirs != self.watched {
+            self.watched = dirs;
+            self.send_watch();
+        }
+    }
+
+    fn send_watch(&self) {
+        if let Some(w) = &self.watcher {
+            w.do_send(WatchDirs { dirs: self.watched.clone() });
+        }
+    }
+
+    /// Maps changed paths to the pairs to re-check: a `NAME.crt`/`NAME.key`
+    /// directly in the folder is that pair; anything else (a link target
+    /// folder, Kubernetes' `..data`) may concern any pair: check them all.
+    fn scope_of(&self, paths: &BTreeSet<PathBuf>) -> Scope {
+        let dir = canonical_or(&self.settings.cert_location);
+        let mut stems = BTreeSet::new();
+        for p in paths {
+            let in_dir = p.parent().is_some_and(|parent| parent == self.settings.cert_location || parent == dir);
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let stem = name.strip_suffix(".crt").or_else(|| name.strip_suffix(".key"));
+            match stem {
+                Some(s) if in_dir && !s.is_empty() && !name.starts_with('.') => {
+                    stems.insert(s.to_string());
+                }
+                // Temporary files of an editor or deploy tool: the rename
+                // that follows names the real file.
+                _ if in_dir && name.starts_with('.') && !name.starts_with("..") => {}
+                _ => return Scope::All,
+            }
+        }
+        Scope::Stems(stems)
+    }
+}
+
+/// True when a stem could be a DNS name (so a SAN mismatch is worth a warning).
+fn looks_like_name(stem: &str) -> bool {
+    stem.contains('.')
+}
+
+fn canonical_or(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The folders a file's symbolic links pass through: the parent of every
+/// hop of the link chain and of its final target, canonicalised (so a
+/// folder reached through a link to a folder, like Kubernetes' `..data`,
+/// is watched where it really is).
+pub fn link_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut current = path.to_path_buf();
+    for _ in 0..16 {
+        match std::fs::read_link(&current) {
+            Ok(target) => {
+                let base = current.parent().map(Path::to_path_buf).unwrap_or_default();
+                let next = if target.is_absolute() { target } else { base.join(target) };
+                if let Some(parent) = next.parent() {
+                    dirs.push(canonical_or(parent));
+                }
+                current = next;
+            }
+            Err(_) => break,
+        }
+    }
+    if let Ok(real) = std::fs::canonicalize(path) {
+        if let Some(parent) = real.parent() {
+            dirs.push(parent.to_path_buf());
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+impl Actor for CertStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.health.set(ActorName::CertStore, ActorState::Running);
+        let every = self.settings.rescan_interval;
+        ctx.run_interval(every, |act, _| act.refresh(Scope::All));
+        log::info!(target: TARGET, "cert store running on {} ({} pairs), rescanning every {every:?}", self.settings.cert_location.display(), self.slots.len());
+    }
+}
+
+impl Supervised for CertStore {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.health.set(ActorName::CertStore, ActorState::Restarting);
+        self.health.count_restart(ActorName::CertStore);
+        log::info!(target: TARGET, "restarting the cert store: full rescan");
+        // A restart forgets what was examined, so every pair is read again;
+        // the last good versions keep serving until then.
+        for slot in self.slots.values_mut() {
+            slot.seen = None;
+        }
+        self.refresh(Scope::All);
+        self.check_expired_self_signed();
+    }
+}
+
+impl Handler<PathsChanged> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: PathsChanged, _ctx: &mut Context<Self>) {
+        let scope = self.scope_of(&msg.paths);
+        log::debug!(target: TARGET, "{} paths changed: {scope:?}", msg.paths.len());
+        self.refresh(scope);
+    }
+}
+
+impl Handler<Rescan> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Rescan, _ctx: &mut Context<Self>) {
+        self.refresh(Scope::All);
+    }
+}
+
+impl Handler<Restart> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<SubscribeWatcher> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeWatcher, _ctx: &mut Context<Self>) {
+        self.watcher = Some(msg.watcher);
+        self.send_watch();
+    }
+}
+
+/// Reads every valid pair of a folder into a snapshot, without creating or
+/// watching anything: what `clace certs --name` explains from.
+pub fn read_folder(dir: &Path, lookup_enabled: bool) -> Snapshot {
+    let pairs = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".crt")?;
+            if stem.is_empty() || name.starts_with('.') {
+                return None;
+            }
+            let key = dir.join(format!("{stem}.key"));
+            read_pair(stem, &e.path(), &key, Source::File).ok().map(Arc::new)
+        })
+        .collect();
+    Snapshot::build(pairs, Vec::new(), HashMap::new(), lookup_enabled)
+}

@@ -1,0 +1,36 @@
+//! The actors of the clace daemon.
+//!
+//! # Code map
+//!
+//! - [`settings`]: the checked settings the actors run on (made by the binary
+//!   from the configuration file).
+//! - [`supervisor`]: starts the actors in order, restarts one that stops
+//!   (with backoff) or is asked to restart, and stops them all gracefully.
+//! - [`listener`]: the HTTP and HTTPS listener actors; each owns one
+//!   actix-web server and the socket it was bound on.
+//! - [`router`]: the request handling both listeners share: routes
+//!   (static files, reverse proxy), redirects and the `/_clace/` endpoints.
+//! - [`certs`]: certificate pairs, the immutable snapshot and the lock-free
+//!   resolver, the self-signed default, the cert store actor.
+//! - [`watcher`]: the filesystem watcher actor (notify, with polling).
+//! - [`health`]: the shared table of actor states.
+//! - [`messages`]: every message the actors exchange.
+//!
+//! # Invariants
+//!
+//! - Only the cert store publishes snapshots; the resolver never blocks,
+//!   locks, sends a message or touches the disk.
+//! - A pair is published only whole and valid; a bad file never displaces a
+//!   good certificate.
+//! - A restart of one actor never touches the others.
+#![forbid(unsafe_code)]
+
+pub mod settings;
+pub mod certs;
+pub mod router;
+pub mod health;
+pub mod listener;
+pub mod messages;
+pub mod supervisor;
+pub mod watcher;
+pub mod metrics;

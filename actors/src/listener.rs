@@ -1,0 +1,280 @@
+//! The HTTP and HTTPS listener actors.
+//!
+//! One actor type serves both: it owns one bound socket and one actix-web
+//! server on it. The socket is bound once, before the actor starts (so a
+//! port that cannot be bound stops the daemon at start-up, and port 0 keeps
+//! its real port), and kept across restarts: a restart starts a new server
+//! on a duplicate of the socket, then stops the old one gracefully, so no
+//! connection is refused while it happens and the other listener is never
+//! touched.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::HttpServer;
+
+use crate::health::{ActorName, ActorState, Health};
+use crate::messages::{Restart, Shutdown};
+use crate::router::{self, RouterState, Scheme};
+
+/// Connection limits of both listeners (documented in the README).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time for a client to send a complete request head (else 408).
+    pub request_header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keep_alive: Duration,
+    /// Time for a TLS handshake to complete.
+    pub tls_handshake_timeout: Duration,
+    /// Concurrent connections per worker thread.
+    pub max_connections_per_worker: usize,
+    /// In-flight requests get this long to finish on a graceful stop.
+    pub graceful_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            request_header_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(75),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections_per_worker: 10_000,
+            graceful_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Binds `host:port` (port 0: any free port), with `SO_REUSEADDR` so a
+/// restarted daemon can take its port back at once.
+pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let addr: SocketAddr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} resolves to no address"))
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// One listener: `http` or `https`.
+pub struct Listener {
+    name: ActorName,
+    scheme: Scheme,
+    host: String,
+    socket: Option<TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Arc<RouterState>,
+    health: Arc<Health>,
+    limits: Limits,
+    workers: usize,
+    server: Option<ServerHandle>,
+    /// Bumped on each server start, so the end of an old server is not
+    /// mistaken for a failure of the current one.
+    generation: u64,
+    /// Consecutive failures, for the restart backoff.
+    failures: u32,
+    announced: bool,
+    shutting_down: bool,
+}
+
+impl Listener {
+    /// A listener on an already-bound socket. `tls` makes it the HTTPS one.
+    pub fn new(
+        host: String,
+        socket: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        router: Arc<RouterState>,
+        health: Arc<Health>,
+        limits: Limits,
+    ) -> Listener {
+        let (name, scheme) = match tls {
+            Some(_) => (ActorName::Https, Scheme::Https),
+            None => (ActorName::Http, Scheme::Http),
+        };
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Listener {
+            name,
+            scheme,
+            host,
+            socket: Some(socket),
+            tls,
+            router,
+            health,
+            limits,
+            workers,
+            server: None,
+            generation: 0,
+            failures: 0,
+            announced: false,
+            shutting_down: false,
+        }
+    }
+
+    fn target(&self) -> &'static str {
+        match self.name {
+            ActorName::Https => "clace::https",
+            _ => "clace::http",
+        }
+    }
+
+    fn start_server(&mut self, ctx: &mut Context<Self>) {
+        let Some(socket) = &self.socket else { return };
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let server = socket.try_clone().and_then(|sock| {
+            let router = Arc::clone(&self.router);
+            let scheme = self.scheme;
+            let limits = self.limits;
+            let builder = HttpServer::new(move || router::app(Arc::clone(&router), scheme))
+                .workers(self.workers)
+                .disable_signals()
+                .shutdown_timeout(limits.graceful_timeout.as_secs())
+                .client_request_timeout(limits.request_header_timeout)
+                .keep_alive(limits.keep_alive)
+                .max_connections(limits.max_connections_per_worker);
+            match &self.tls {
+                Some(tls) => builder
+                    .tls_handshake_timeout(limits.tls_handshake_timeout)
+                    .listen_rustls_0_23(sock, (**tls).clone()),
+                None => builder.listen(sock),
+            }
+        });
+        let server = match server {
+            Ok(s) => s.run(),
+            Err(e) => {
+                log::error!(target: self.target(), "cannot start the {} server on port {port}: {e}", self.name.as_str());
+                self.failures += 1;
+                ctx.stop();
+                return;
+            }
+        };
+        self.server = Some(server.handle());
+        self.generation += 1;
+        let generation = self.generation;
+        let join = actix_rt::spawn(server);
+        ctx.spawn(async move { join.await }.into_actor(self).map(move |res, act, ctx| {
+            if act.generation == generation && !act.shutting_down {
+                log::error!(target: act.target(), "the {} server stopped on its own ({res:?}); restarting it", act.name.as_str());
+                act.server = None;
+                act.failures += 1;
+                ctx.stop();
+            }
+        }));
+        if self.scheme == Scheme::Https {
+            self.router.https_port.store(u32::from(port), Ordering::Release);
+        }
+        self.health.set(self.name, ActorState::Running);
+        let url = format!("{}://{}:{port}", self.scheme.as_str(), self.host);
+        if self.announced {
+            log::info!(target: self.target(), "{} listener restarted on {url}", self.name.as_str());
+        } else {
+            // Printed whatever the log level: scripts and tests read it.
+            eprintln!("Server listening on {url}");
+            log::info!(target: self.target(), "{} listener started with {} workers", self.name.as_str(), self.workers);
+            self.announced = true;
+        }
+        self.failures = 0;
+    }
+
+    /// Stops the current server gracefully, in the background.
+    fn stop_server(&mut self) {
+        if let Some(handle) = self.server.take() {
+            self.generation += 1;
+            actix_rt::spawn(handle.stop(true));
+        }
+    }
+}
+
+/// Restart backoff after failures: 0, 0.1 s, 0.2 s, 0.4 s ... at most 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let ms = 100u64.saturating_mul(1u64 << failures.saturating_sub(1).min(10));
+    Duration::from_millis(ms.min(30_000))
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let delay = backoff(self.failures);
+        if delay.is_zero() {
+            self.start_server(ctx);
+        } else {
+            log::warn!(target: self.target(), "{} listener restarts in {delay:?}", self.name.as_str());
+            ctx.run_later(delay, |act, ctx| act.start_server(ctx));
+        }
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.stop_server();
+        Running::Stop
+    }
+}
+
+impl Supervised for Listener {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        self.health.set(self.name, ActorState::Restarting);
+        self.health.count_restart(self.name);
+        log::info!(target: self.target(), "restarting the {} listener", self.name.as_str());
+    }
+}
+
+impl Handler<Restart> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        // Asked for, not a failure: no backoff.
+        self.failures = 0;
+        ctx.stop();
+    }
+}
+
+impl Handler<Shutdown> for Listener {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        // Our duplicate of the socket would keep the port accepting
+        // connections that nobody serves: close it with the server.
+        self.socket = None;
+        self.generation += 1;
+        let handle = self.server.take();
+        let name = self.name.as_str();
+        Box::pin(async move {
+            if let Some(h) = handle {
+                h.stop(true).await;
+            }
+            log::info!(target: "clace::supervisor", "{name} listener stopped");
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(30), Duration::from_secs(30));
+    }
+}

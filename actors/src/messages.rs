@@ -1,0 +1,56 @@
+//! Every message the actors exchange.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use actix::Message;
+
+/// Asks an actor to restart: it stops, and its supervisor starts it again
+/// at once (no backoff: the restart was asked for, nothing failed).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Restart;
+
+/// Asks a listener to stop accepting and let in-flight requests finish
+/// (up to the graceful timeout); answered once the server has stopped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Watcher -> cert store: these paths may have changed (debounced).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PathsChanged {
+    pub paths: BTreeSet<PathBuf>,
+}
+
+/// Cert store -> watcher: the folders to watch now (the certificate
+/// folders and every folder along the symbolic links of their files).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct WatchDirs {
+    pub dirs: BTreeSet<PathBuf>,
+}
+
+/// Cert store: re-check every pair now (the periodic rescan, SIGUSR1).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Rescan;
+
+/// Watcher -> itself: raw events forwarded from notify's thread.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RawEvents {
+    pub paths: Vec<PathBuf>,
+    /// The watcher backend reported an error (queue overflow, lost watch):
+    /// the store should rescan everything.
+    pub overflow: bool,
+}
+
+/// Watcher -> cert store, when the watcher (re)starts: send me the folders
+/// to watch, now and whenever they change.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeWatcher {
+    pub watcher: actix::Recipient<WatchDirs>,
+}

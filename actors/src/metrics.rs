@@ -1,0 +1,79 @@
+//! Counters for `/_clace/metrics` (Prometheus text format).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::certs::pair::Source;
+use crate::certs::snapshot::Snapshot;
+use crate::health::{ActorName, Health};
+
+/// Counters written by the cert store (the resolver counts handshakes).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub reloads_ok: AtomicU64,
+    pub reloads_rejected: AtomicU64,
+}
+
+impl Metrics {
+    pub fn reload_ok(&self) {
+        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reload_rejected(&self) {
+        self.reloads_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, snapshot: &Snapshot, health: &Health, handshakes: u64) -> String {
+        let mut out = String::new();
+        // One sample per (name, source): the latest expiry among the pairs
+        // that carry the name, so the series stay unique.
+        let mut not_after: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+        for pair in snapshot.pairs() {
+            let source = match pair.source {
+                Source::File => "file",
+                Source::Acme => "acme",
+                Source::SelfSigned => "self-signed",
+            };
+            for name in &pair.names {
+                let e = not_after.entry((name.clone(), source)).or_insert(pair.not_after);
+                *e = (*e).max(pair.not_after);
+            }
+        }
+        out.push_str("# HELP clace_tls_cert_not_after_seconds Unix time of the not-after of each served certificate, by DNS name.\n");
+        out.push_str("# TYPE clace_tls_cert_not_after_seconds gauge\n");
+        for ((name, source), t) in &not_after {
+            let _ = writeln!(
+                out,
+                "clace_tls_cert_not_after_seconds{{name=\"{}\",source=\"{source}\"}} {t}",
+                escape(name)
+            );
+        }
+        out.push_str("# HELP clace_tls_handshakes_total TLS handshakes for which a certificate was chosen.\n");
+        out.push_str("# TYPE clace_tls_handshakes_total counter\n");
+        let _ = writeln!(out, "clace_tls_handshakes_total {handshakes}");
+        out.push_str("# HELP clace_cert_reloads_total Certificate pairs loaded from disk, by result.\n");
+        out.push_str("# TYPE clace_cert_reloads_total counter\n");
+        let _ = writeln!(out, "clace_cert_reloads_total{{result=\"ok\"}} {}", self.reloads_ok.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "clace_cert_reloads_total{{result=\"rejected\"}} {}",
+            self.reloads_rejected.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP clace_actor_restarts_total Restarts of each actor.\n");
+        out.push_str("# TYPE clace_actor_restarts_total counter\n");
+        for actor in ActorName::ALL {
+            let _ = writeln!(
+                out,
+                "clace_actor_restarts_total{{actor=\"{}\"}} {}",
+                actor.as_str(),
+                health.restarts(actor)
+            );
+        }
+        out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,144 @@
+//! The daemon's own endpoints under `/_clace/` (interface §6).
+//!
+//! `health` answers anyone; `certs`, `metrics` and `actors/{name}/restart`
+//! answer loopback peers only: the TCP peer address decides, never a header.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use actix::Recipient;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use arc_swap::ArcSwap;
+
+use crate::certs::inventory;
+use crate::certs::pair::Source;
+use crate::certs::resolver::CertResolver;
+use crate::certs::snapshot::Snapshot;
+use crate::health::{ActorName, Health};
+use crate::messages::Restart;
+use crate::metrics::Metrics;
+
+use super::plain;
+
+/// Where the admin endpoints read from and send to.
+pub struct Admin {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Counts the handshakes it resolves.
+    pub resolver: Arc<CertResolver>,
+    pub cert_location: PathBuf,
+    /// The folder of ACME certificates under `storage_location`.
+    pub acme_certs: PathBuf,
+    /// Set once the actors have started (the listeners start last).
+    pub control: OnceLock<Control>,
+}
+
+/// The actors that can be restarted on request.
+pub struct Control {
+    pub restart: HashMap<ActorName, Recipient<Restart>>,
+}
+
+impl Admin {
+    pub async fn handle(&self, req: &HttpRequest) -> HttpResponse {
+        let path = req.path();
+        if path == "/_clace/health" {
+            return self.health_response(req);
+        }
+        let known = path == "/_clace/certs"
+            || path == "/_clace/metrics"
+            || (path.starts_with("/_clace/actors/") && path.ends_with("/restart"));
+        if !known {
+            return plain(StatusCode::NOT_FOUND, "not found\n");
+        }
+        let loopback = req
+            .peer_addr()
+            .is_some_and(|a| a.ip().to_canonical().is_loopback());
+        if !loopback {
+            return plain(StatusCode::FORBIDDEN, "forbidden: this endpoint answers loopback clients only\n");
+        }
+        match path {
+            "/_clace/certs" => self.certs_response(req).await,
+            "/_clace/metrics" => self.metrics_response(req),
+            _ => self.restart_response(req, path),
+        }
+    }
+
+    fn health_response(&self, req: &HttpRequest) -> HttpResponse {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return method_not_allowed("GET, HEAD");
+        }
+        let (ok, json) = self.health.to_json();
+        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        HttpResponse::build(status)
+            .insert_header(("cache-control", "no-store"))
+            .json(json)
+    }
+
+    async fn certs_response(&self, req: &HttpRequest) -> HttpResponse {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return method_not_allowed("GET, HEAD");
+        }
+        let files = self.cert_location.clone();
+        let acme = self.acme_certs.clone();
+        // Reading the folders is blocking work: keep it off the worker thread.
+        let listing = web::block(move || {
+            let now = crate::certs::now();
+            let mut infos = inventory::scan_folder(&files, Source::File, now);
+            infos.extend(inventory::scan_folder(&acme, Source::Acme, now));
+            infos
+        })
+        .await;
+        match listing {
+            Ok(infos) => HttpResponse::Ok().json(infos),
+            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "listing the certificates failed\n"),
+        }
+    }
+
+    fn metrics_response(&self, req: &HttpRequest) -> HttpResponse {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return method_not_allowed("GET, HEAD");
+        }
+        let body = self.metrics.render(&self.snapshot.load(), &self.health, self.resolver.handshakes());
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(body)
+    }
+
+    fn restart_response(&self, req: &HttpRequest, path: &str) -> HttpResponse {
+        let name = path
+            .trim_start_matches("/_clace/actors/")
+            .trim_end_matches("/restart");
+        let Some(actor) = ActorName::parse(name) else {
+            return plain(StatusCode::NOT_FOUND, "unknown actor: expected http, https, certstore, acme or watcher\n");
+        };
+        if req.method() != Method::POST {
+            return method_not_allowed("POST");
+        }
+        let recipient = self
+            .control
+            .get()
+            .and_then(|c| c.restart.get(&actor));
+        match recipient {
+            Some(r) => {
+                log::info!(target: "clace::supervisor", "restart of {} asked over /_clace/", actor.as_str());
+                r.do_send(Restart);
+                HttpResponse::Accepted()
+                    .content_type("text/plain; charset=utf-8")
+                    .body(format!("restarting {}\n", actor.as_str()))
+            }
+            None => HttpResponse::Conflict()
+                .content_type("text/plain; charset=utf-8")
+                .body(format!("{} is disabled and cannot be restarted\n", actor.as_str())),
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("allow", allow))
+        .content_type("text/plain; charset=utf-8")
+        .body("method not allowed\n")
+}

@@ -1,0 +1,148 @@
+//! Request handling shared by the HTTP and HTTPS listeners: the daemon's own
+//! `/_clace/` endpoints first, then the redirect to HTTPS, then the routes.
+
+pub mod admin;
+pub mod proxy;
+pub mod routes;
+pub mod static_files;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::settings::RouteTarget;
+use admin::Admin;
+pub use routes::RouteTable;
+
+/// How long the proxy waits for an upstream's response head before a 504.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every request handler of both listeners shares.
+pub struct RouterState {
+    pub routes: RouteTable,
+    pub redirect_to_https: bool,
+    /// The bound HTTPS port for redirects; 0 while HTTPS is not listening.
+    pub https_port: AtomicU32,
+    pub admin: Admin,
+}
+
+impl RouterState {
+    pub fn new(routes: RouteTable, redirect_to_https: bool, admin: Admin) -> RouterState {
+        RouterState {
+            routes,
+            redirect_to_https,
+            https_port: AtomicU32::new(0),
+            admin,
+        }
+    }
+}
+
+/// The listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Builds the actix-web application of one worker of one listener.
+pub fn app(
+    state: Arc<RouterState>,
+    scheme: Scheme,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(web::Data::from(state))
+        .app_data(web::Data::new(scheme))
+        // One client per worker: awc pools upstream connections per client.
+        .app_data(web::Data::new(proxy::client(UPSTREAM_TIMEOUT)))
+        .app_data(web::PayloadConfig::new(usize::MAX))
+        .default_service(web::to(handle))
+}
+
+/// Every request: `/_clace/`, then the redirect, then the routes, else 404.
+async fn handle(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<RouterState>,
+    scheme: web::Data<Scheme>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    let path = req.path();
+    if path == "/_clace" || path.starts_with("/_clace/") {
+        return state.admin.handle(&req).await;
+    }
+    if *scheme.get_ref() == Scheme::Http && state.redirect_to_https {
+        if let Some(resp) = redirect(&req, &state) {
+            return resp;
+        }
+    }
+    let host = request_host(&req);
+    let Some(route) = state.routes.find(host.as_deref(), path) else {
+        return plain(actix_web::http::StatusCode::NOT_FOUND, "not found: no route matches this host and path\n");
+    };
+    match &route.target {
+        RouteTarget::Static(root) => {
+            let rest = routes::strip_prefix(route, path);
+            static_files::serve(&req, root, rest).await
+        }
+        RouteTarget::Proxy(upstream) => {
+            proxy::forward(&req, body, client.get_ref(), upstream, scheme.as_str()).await
+        }
+    }
+}
+
+/// The Host of a request: the Host header (HTTP/1.1) or the URI authority (HTTP/2).
+fn request_host(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))
+}
+
+/// 308 to the same path and query on the HTTPS port, once HTTPS listens.
+fn redirect(req: &HttpRequest, state: &RouterState) -> Option<HttpResponse> {
+    let port = state.https_port.load(Ordering::Acquire);
+    if port == 0 {
+        return None;
+    }
+    let host = request_host(req).map_or_else(|| "localhost".to_string(), |h| routes::normalize_host(&h));
+    let path_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path_query}")
+    } else {
+        format!("https://{host}:{port}{path_query}")
+    };
+    Some(
+        HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, location))
+            .content_type("text/plain; charset=utf-8")
+            .body("moved to https\n"),
+    )
+}
+
+/// A short plain-text response.
+pub fn plain(status: actix_web::http::StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}

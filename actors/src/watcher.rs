@@ -1,0 +1,210 @@
+//! The filesystem watcher actor.
+//!
+//! It turns raw notify events into debounced "these paths may have changed"
+//! messages for the cert store, and watches the folders the store asks for.
+//! It knows nothing about certificates. notify's thread only forwards
+//! events to the actor's mailbox; debouncing and decisions happen here.
+//!
+//! When inotify cannot be used (no instance or watch left, a filesystem
+//! without events) it says so and the store's periodic rescan, every
+//! `cert_rescan_interval`, is the polling that remains.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+
+use crate::certs::store::CertStore;
+use crate::health::{ActorName, ActorState, Health};
+use crate::messages::{PathsChanged, RawEvents, Restart, SubscribeWatcher, WatchDirs};
+use crate::settings::CertWatch;
+
+const TARGET: &str = "clace::watcher";
+/// A burst of events ends after this much quiet...
+const QUIET: Duration = Duration::from_millis(20);
+/// ...or this long after its first event, whichever comes first.
+const MAX_DELAY: Duration = Duration::from_millis(150);
+
+pub struct Watcher {
+    store: Addr<CertStore>,
+    mode: CertWatch,
+    rescan_interval: Duration,
+    health: Arc<Health>,
+    notify: Option<RecommendedWatcher>,
+    watched: BTreeSet<PathBuf>,
+    pending: BTreeSet<PathBuf>,
+    burst_start: Option<Instant>,
+    last_event: Option<Instant>,
+}
+
+impl Watcher {
+    pub fn new(store: Addr<CertStore>, mode: CertWatch, rescan_interval: Duration, health: Arc<Health>) -> Watcher {
+        Watcher {
+            store,
+            mode,
+            rescan_interval,
+            health,
+            notify: None,
+            watched: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            burst_start: None,
+            last_event: None,
+        }
+    }
+
+    fn start_notify(&mut self, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        let handler = move |res: notify::Result<notify::Event>| match res {
+            Ok(event) => {
+                if is_noise(&event.kind) {
+                    return;
+                }
+                addr.do_send(RawEvents {
+                    overflow: event.need_rescan(),
+                    paths: event.paths,
+                });
+            }
+            Err(e) => {
+                log::warn!(target: TARGET, "file watcher error: {e}; rescanning");
+                addr.do_send(RawEvents { paths: e.paths, overflow: true });
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(w) => self.notify = Some(w),
+            Err(e) => log::warn!(
+                target: TARGET,
+                "cannot start the file watcher ({e}); polling the certificate folders every {}s instead",
+                self.rescan_interval.as_secs()
+            ),
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let (Some(first), Some(last)) = (self.burst_start, self.last_event) else { return };
+        let now = Instant::now();
+        let quiet_left = QUIET.saturating_sub(now - last);
+        let max_left = MAX_DELAY.saturating_sub(now - first);
+        let wait = quiet_left.min(max_left);
+        if !wait.is_zero() {
+            ctx.run_later(wait, |act, ctx| act.flush(ctx));
+            return;
+        }
+        self.burst_start = None;
+        self.last_event = None;
+        let paths = std::mem::take(&mut self.pending);
+        self.store.do_send(PathsChanged { paths });
+    }
+}
+
+/// Opening or reading a file changes nothing (and the store's own reads
+/// would otherwise echo back as events); closing a file written is kept.
+fn is_noise(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Open(_))
+            | EventKind::Access(AccessKind::Read)
+            | EventKind::Access(AccessKind::Close(AccessMode::Read))
+            | EventKind::Access(AccessKind::Close(AccessMode::Execute))
+    )
+}
+
+impl Actor for Watcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        match self.mode {
+            CertWatch::Poll => log::info!(
+                target: TARGET,
+                "cert_watch = \"poll\": certificate folders are rescanned every {}s, no file events",
+                self.rescan_interval.as_secs()
+            ),
+            CertWatch::Auto => self.start_notify(ctx),
+        }
+        self.health.set(ActorName::Watcher, ActorState::Running);
+        self.store.do_send(SubscribeWatcher {
+            watcher: ctx.address().recipient(),
+        });
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.notify = None;
+        self.watched.clear();
+        Running::Stop
+    }
+}
+
+impl Supervised for Watcher {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.health.set(ActorName::Watcher, ActorState::Restarting);
+        self.health.count_restart(ActorName::Watcher);
+        log::info!(target: TARGET, "restarting the file watcher");
+        self.notify = None;
+        self.watched.clear();
+        self.pending.clear();
+        self.burst_start = None;
+        self.last_event = None;
+    }
+}
+
+impl Handler<WatchDirs> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchDirs, _ctx: &mut Context<Self>) {
+        let Some(notify) = self.notify.as_mut() else { return };
+        for gone in self.watched.difference(&msg.dirs) {
+            // The folder may be gone already; nothing to undo then.
+            let _ = notify.unwatch(gone);
+            log::debug!(target: TARGET, "no longer watching {}", gone.display());
+        }
+        let mut now_watched = BTreeSet::new();
+        for dir in &msg.dirs {
+            if self.watched.contains(dir) {
+                now_watched.insert(dir.clone());
+                continue;
+            }
+            match notify.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    log::debug!(target: TARGET, "watching {}", dir.display());
+                    now_watched.insert(dir.clone());
+                }
+                Err(e) => log::warn!(
+                    target: TARGET,
+                    "cannot watch {} ({e}); it is polled every {}s instead",
+                    dir.display(),
+                    self.rescan_interval.as_secs()
+                ),
+            }
+        }
+        self.watched = now_watched;
+    }
+}
+
+impl Handler<RawEvents> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: RawEvents, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if msg.overflow || msg.paths.is_empty() {
+            // An empty path list stands for "something changed, somewhere".
+            self.pending.insert(PathBuf::from("/"));
+        }
+        self.pending.extend(msg.paths);
+        if self.burst_start.is_none() {
+            self.burst_start = Some(now);
+            ctx.run_later(QUIET, |act, ctx| act.flush(ctx));
+        }
+        self.last_event = Some(now);
+    }
+}
+
+impl Handler<Restart> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

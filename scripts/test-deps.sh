@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine (as root), or says
+# exactly what to install. The tests need: openssl (to prove TLS 1.1 is
+# refused), and rustfmt/clippy for the lint step.
+set -euo pipefail
+
+missing=()
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        echo "missing: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            rustup component add "$component"
+        else
+            echo "missing: the $component component; install it with: rustup component add $component" >&2
+            exit 1
+        fi
+    fi
+done

@@ -1,0 +1,360 @@
+//! Loading the configuration: embedded defaults < file < `CL_<SECTION>__<KEY>`.
+//!
+//! `load` finds `CL_HOME` and the file (interface §2), layers the three
+//! sources with the `config` crate, rejects unknown keys with a suggestion,
+//! deserialises into [`raw::RawConfig`] and checks it into the actors'
+//! [`Settings`]. Every error names where the bad value came from.
+
+mod check;
+mod expand;
+mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clace_actors::settings::Settings;
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+
+pub use raw::RawConfig;
+
+/// The defaults, compiled in; `config/clace.default.toml` in the repository.
+pub const DEFAULTS: &str = include_str!("../../config/clace.default.toml");
+
+/// A configuration that loaded and passed every check.
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub log_level: String,
+    pub home: PathBuf,
+    pub file: Option<PathBuf>,
+    /// The effective configuration, paths expanded (what `clace check` prints).
+    pub effective: RawConfig,
+}
+
+/// A configuration error: bad usage or bad configuration, exit code 2.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Finds `CL_HOME` and the configuration file, then loads and checks it.
+pub fn load(cli_file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let env_file = std::env::var_os("CL_CONFIG_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let named_file = cli_file.map(Path::to_path_buf).or(env_file);
+    let home = find_home(named_file.as_deref())?;
+    std::fs::create_dir_all(&home)
+        .map_err(|e| err(format!("cannot create CL_HOME {}: {e}", home.display())))?;
+    let file = match named_file {
+        Some(f) => {
+            if !f.is_file() {
+                return Err(err(format!(
+                    "configuration file {} not found (given with -c or CL_CONFIG_FILE)",
+                    f.display()
+                )));
+            }
+            Some(f)
+        }
+        None => Some(home.join("clace.toml")).filter(|f| f.is_file()),
+    };
+    let env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CL_") && k.contains("__"))
+        .collect();
+    load_from(home, file, env)
+}
+
+/// `CL_HOME`: the variable, else the folder of the named file, else `$HOME/clhome`.
+fn find_home(named_file: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(home) = std::env::var_os("CL_HOME").filter(|v| !v.is_empty()) {
+        return absolute(PathBuf::from(home));
+    }
+    if let Some(file) = named_file {
+        let dir = file.parent().filter(|p| !p.as_os_str().is_empty());
+        return absolute(dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join("clhome")),
+        None => Err(err("neither CL_HOME nor HOME is set: set CL_HOME to a folder")),
+    }
+}
+
+fn absolute(path: PathBuf) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(&path).map_err(|e| err(format!("bad path {}: {e}", path.display())))
+}
+
+/// Layers the sources and checks the result; separate from `load` for tests.
+pub fn load_from(
+    home: PathBuf,
+    file: Option<PathBuf>,
+    env: HashMap<String, String>,
+) -> Result<Loaded, ConfigError> {
+    let mut builder =
+        Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+    if let Some(f) = &file {
+        builder = builder.add_source(File::from(f.as_path()).format(FileFormat::Toml));
+    }
+    let env_keys: HashMap<String, String> = env
+        .keys()
+        .map(|k| (env_key_to_path(k), k.clone()))
+        .collect();
+    builder = builder.add_source(
+        Environment::with_prefix("CL")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("https.domains")
+            .source(Some(env.into_iter().collect())),
+    );
+    let cfg = builder.build().map_err(|e| err(describe_config_error(&e, &env_keys)))?;
+    let origins = Origins {
+        cfg: &cfg,
+        file: file.as_deref(),
+        env_keys: &env_keys,
+    };
+    check_known_keys(&cfg, &origins)?;
+    let raw: RawConfig = cfg
+        .clone()
+        .try_deserialize()
+        .map_err(|e| err(describe_config_error(&e, &env_keys)))?;
+    let (settings, effective) = check::check(raw, &home, &origins)?;
+    Ok(Loaded {
+        log_level: effective.logging.level.clone(),
+        settings,
+        home,
+        file,
+        effective,
+    })
+}
+
+/// `CL_HTTPS__CERT_LOCATION` -> `https.cert_location`.
+fn env_key_to_path(var: &str) -> String {
+    var.trim_start_matches("CL_").to_lowercase().replace("__", ".")
+}
+
+/// Tells where a key's value came from, for error messages.
+pub(crate) struct Origins<'a> {
+    cfg: &'a Config,
+    file: Option<&'a Path>,
+    env_keys: &'a HashMap<String, String>,
+}
+
+impl Origins<'_> {
+    /// "in FILE", "in environment variable CL_X__Y" or "in the embedded defaults".
+    pub(crate) fn of(&self, key: &str) -> String {
+        if let Some(var) = self.env_keys.get(key) {
+            return format!("environment variable {var}");
+        }
+        let origin = self
+            .cfg
+            .get::<Value>(key)
+            .ok()
+            .and_then(|v| v.origin().map(str::to_string));
+        match (origin, self.file) {
+            (Some(o), _) if o != "the environment" => o,
+            (_, Some(f)) if key.starts_with("route") => f.display().to_string(),
+            _ => "the embedded defaults".to_string(),
+        }
+    }
+}
+
+/// Rejects any key that is not in the schema, suggesting the closest one.
+fn check_known_keys(cfg: &Config, origins: &Origins<'_>) -> Result<(), ConfigError> {
+    let root = cfg
+        .cache
+        .clone()
+        .into_table()
+        .map_err(|e| err(format!("configuration is not a table: {e}")))?;
+    let section_names: Vec<&str> = raw::SECTIONS.iter().map(|(s, _)| *s).collect();
+    for (section, value) in root {
+        let Some((_, keys)) = raw::SECTIONS.iter().find(|(s, _)| *s == section) else {
+            return Err(unknown(&section, &section, &section_names, value.origin(), origins));
+        };
+        let tables: Vec<(String, Value)> = match value.kind {
+            ValueKind::Table(_) => vec![(section.clone(), value)],
+            ValueKind::Array(items) if section == "route" => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("route[{i}]"), v))
+                .collect(),
+            _ => {
+                let what = if section == "route" {
+                    "an array of tables ([[route]])"
+                } else {
+                    "a table"
+                };
+                return Err(err(format!(
+                    "{}: `{section}` must be {what}",
+                    origins.of(&section)
+                )));
+            }
+        };
+        for (prefix, table) in tables {
+            let origin = table.origin().map(str::to_string);
+            let map = table.into_table().map_err(|_| {
+                err(format!("{}: `{prefix}` must be a table", origins.of(&section)))
+            })?;
+            for (key, v) in map {
+                if !keys.contains(&key.as_str()) {
+                    let full = format!("{prefix}.{key}");
+                    let origin = v.origin().map(str::to_string).or(origin.clone());
+                    return Err(unknown(&full, &key, keys, origin.as_deref(), origins));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unknown(
+    full: &str,
+    key: &str,
+    known: &[&str],
+    origin: Option<&str>,
+    origins: &Origins<'_>,
+) -> ConfigError {
+    let from = match origin {
+        Some("the environment") | None => origins.of(full),
+        Some(o) => o.to_string(),
+    };
+    let mut msg = format!("{from}: unknown key `{full}`");
+    if let Some(best) = closest(key, known) {
+        msg.push_str(&format!("; did you mean `{best}`?"));
+    }
+    msg.push_str(&format!(" (known here: {})", known.join(", ")));
+    err(msg)
+}
+
+/// The known key with the smallest edit distance, if it is close enough.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= (k.len().max(key.len()) / 2).max(1) || k.contains(key))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Makes the `config` crate's messages name the environment variable too.
+fn describe_config_error(e: &config::ConfigError, env_keys: &HashMap<String, String>) -> String {
+    let text = e.to_string();
+    for (path, var) in env_keys {
+        if text.contains(&format!("`{path}`")) {
+            return format!("{text} (from environment variable {var})");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("clace-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join(format!("t{}.toml", rand_suffix()));
+        std::fs::write(&file, toml).expect("write");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_from(dir, Some(file), env)
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[test]
+    fn defaults_alone_load() {
+        let l = load_str("", &[]).expect("defaults");
+        assert_eq!(l.settings.http.port, clace_actors::settings::Port::Bind(25223));
+        assert_eq!(l.settings.https.port, clace_actors::settings::Port::Bind(25224));
+        assert!(l.settings.https.cert_location.ends_with("config/certificates"));
+        assert!(!l.effective.https.cert_location.contains("$CL_HOME"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_a_suggestion() {
+        let e = load_str("[http]\nprot = 1\n", &[]).expect_err("unknown");
+        assert!(e.0.contains("http.prot"), "{e}");
+        assert!(e.0.contains("did you mean `port`"), "{e}");
+        assert!(e.0.contains(".toml"), "{e}");
+    }
+
+    #[test]
+    fn unknown_section_and_route_key() {
+        let e = load_str("[htps]\nport = 1\n", &[]).expect_err("section");
+        assert!(e.0.contains("`htps`") && e.0.contains("https"), "{e}");
+        let e = load_str("[[route]]\npath = \"/\"\nproxi = \"http://a\"\n", &[]).expect_err("route");
+        assert!(e.0.contains("route[0].proxi") && e.0.contains("`proxy`"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let l = load_str("[http]\nport = 1\n", &[("CL_HTTP__PORT", "0")]).expect("env");
+        assert_eq!(l.settings.http.port, clace_actors::settings::Port::Bind(0));
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let e = load_str("", &[("CL_HTTP__PORT", "abc")]).expect_err("type");
+        assert!(e.0.contains("http.port") && e.0.contains("CL_HTTP__PORT"), "{e}");
+        let e = load_str("", &[("CL_HTTP__PORT", "70000")]).expect_err("range");
+        assert!(e.0.contains("http.port") && e.0.contains("CL_HTTP__PORT"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_file() {
+        let e = load_str("[http]\nport = \"abc\"\n", &[]).expect_err("type");
+        assert!(e.0.contains("http.port") && e.0.contains(".toml"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let e = load_str("[http]\nport = = 1\n", &[]).expect_err("syntax");
+        assert!(e.0.contains("line 2") && e.0.contains("column"), "{e}");
+    }
+
+    #[test]
+    fn env_domains_list() {
+        let l = load_str("", &[("CL_HTTPS__DOMAINS", "a.test,b.test")]).expect("list");
+        assert_eq!(l.settings.https.domains, vec!["a.test", "b.test"]);
+    }
+
+    #[test]
+    fn edit_distance_works() {
+        assert_eq!(edit_distance("prot", "port"), 2);
+        assert_eq!(closest("prot", &["host", "port"]), Some("port"));
+        assert_eq!(closest("zzzzzzzz", &["host", "port"]), None);
+    }
+}

@@ -1,0 +1,121 @@
+//! `clace serve`: bind, start the actors, wait for signals, stop gracefully.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clace_actors::health::ActorName;
+use clace_actors::listener::{self, Limits};
+use clace_actors::settings::Port;
+use clace_actors::supervisor::{Bound, Daemon};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Loaded;
+
+const TARGET: &str = "clace::supervisor";
+
+pub fn serve(loaded: Loaded) -> ExitCode {
+    let system = actix_rt::System::new();
+    let code = system.block_on(run(loaded));
+    code
+}
+
+async fn run(loaded: Loaded) -> ExitCode {
+    let settings = &loaded.settings;
+    let mut bound = Bound::default();
+    let mut urls = Vec::new();
+    for (scheme, host, port) in [
+        ("http", &settings.http.host, settings.http.port),
+        ("https", &settings.https.host, settings.https.port),
+    ] {
+        let Port::Bind(port) = port else { continue };
+        match listener::bind(host, port) {
+            Ok(socket) => {
+                let real = socket.local_addr().map(|a| a.port()).unwrap_or(port);
+                log::info!(target: TARGET, "bound {scheme} to {host}:{real}");
+                urls.push(format!("{scheme}://{host}:{real}"));
+                if scheme == "http" {
+                    bound.http = Some(socket);
+                } else {
+                    bound.https = Some(socket);
+                }
+            }
+            Err(e) => {
+                eprintln!("clace: cannot bind the {scheme} listener to {host}:{port}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if urls.is_empty() {
+        log::info!(target: TARGET, "both listeners are disabled: managing certificates only");
+    }
+
+    let daemon = match Daemon::start(settings, bound, Limits::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("clace: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addr_file = loaded.home.join("run").join("clace.addr");
+    write_addr_file(&addr_file, &urls);
+
+    let code = match wait_for_stop(&daemon).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clace: cannot handle signals: {e}");
+            ExitCode::from(1)
+        }
+    };
+    let _ = std::fs::remove_file(&addr_file);
+    actix_rt::System::current().stop();
+    code
+}
+
+/// Handles signals until SIGTERM/SIGINT, then stops gracefully; a second
+/// SIGINT (or SIGTERM) during the graceful stop ends the process at once.
+async fn wait_for_stop(daemon: &Daemon) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let which = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => log::warn!(target: TARGET, "SIGHUP: re-reading the configuration while running is not supported yet; restart the daemon to apply changes"),
+            _ = usr1.recv() => {
+                log::info!(target: TARGET, "SIGUSR1: restarting the cert store (full rescan)");
+                daemon.restart(ActorName::CertStore);
+            }
+            _ = usr2.recv() => log::info!(target: TARGET, "SIGUSR2: the ACME issuer is not running; nothing to re-check"),
+        }
+    };
+    log::info!(target: TARGET, "{which}: stopping gracefully (in-flight requests get up to 30s; send SIGINT again to stop at once)");
+    tokio::select! {
+        _ = daemon.shutdown() => {
+            log::info!(target: TARGET, "stopped");
+        }
+        _ = int.recv() => {
+            log::warn!(target: TARGET, "second SIGINT: stopping now");
+        }
+        _ = term.recv() => {
+            log::warn!(target: TARGET, "second SIGTERM: stopping now");
+        }
+    }
+    Ok(())
+}
+
+/// `$CL_HOME/run/clace.addr`: the URLs the daemon listens on, one a line,
+/// for `clace restart`.
+fn write_addr_file(path: &Path, urls: &[String]) {
+    let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let result = std::fs::create_dir_all(&dir).and_then(|()| {
+        let tmp = dir.join(".clace.addr.tmp");
+        std::fs::write(&tmp, urls.iter().map(|u| format!("{u}\n")).collect::<String>())?;
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = result {
+        log::warn!(target: TARGET, "cannot write {}: {e}; `clace restart` will not find this daemon", path.display());
+    }
+}

@@ -1,0 +1,13 @@
+//! Black-box tests of the `clace` binary: each test starts the real daemon
+//! (`CARGO_BIN_EXE_clace`) in a temporary `CL_HOME`, on port 0, and talks to
+//! it over sockets and signals only. One integration binary keeps link time
+//! down; `util` holds the process guard, the HTTP client and the upstreams.
+
+mod util;
+
+mod cli;
+mod config;
+mod http_routes;
+mod proxy;
+mod signals;
+mod static_files;

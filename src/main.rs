@@ -38,24 +38,22 @@ fn main() -> ExitCode {
             logging::init(&loaded.log_level);
             serve::serve(loaded)
         }
-        Command::Check => {
-            match toml::to_string_pretty(&loaded.effective) {
-                Ok(text) => {
-                    if let Some(f) = &loaded.file {
-                        println!("# configuration file: {}", f.display());
-                    } else {
-                        println!("# no configuration file: embedded defaults and environment");
-                    }
-                    println!("# CL_HOME: {}\n", loaded.home.display());
-                    print!("{text}");
-                    ExitCode::SUCCESS
+        Command::Check => match toml::to_string_pretty(&loaded.effective) {
+            Ok(text) => {
+                if let Some(f) = &loaded.file {
+                    println!("# configuration file: {}", f.display());
+                } else {
+                    println!("# no configuration file: embedded defaults and environment");
                 }
-                Err(e) => {
-                    eprintln!("clace: cannot print the configuration: {e}");
-                    ExitCode::from(1)
-                }
+                println!("# CL_HOME: {}\n", loaded.home.display());
+                print!("{text}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("clace: cannot print the configuration: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Certs { json, name } => certs_cmd::run(&loaded, json, name.as_deref()),
         Command::Restart { actor } => restart_cmd::run(&loaded, &actor),
         Command::Version => ExitCode::SUCCESS,

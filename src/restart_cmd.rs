@@ -14,12 +14,17 @@ use crate::config::Loaded;
 
 pub fn run(loaded: &Loaded, actor: &str) -> ExitCode {
     let Some(actor) = ActorName::parse(actor) else {
-        eprintln!("clace: unknown actor {actor:?}; accepted: http, https, certstore, acme, watcher");
+        eprintln!(
+            "clace: unknown actor {actor:?}; accepted: http, https, certstore, acme, watcher"
+        );
         return ExitCode::from(2);
     };
     let addr_file = loaded.home.join("run").join("clace.addr");
     let Ok(text) = std::fs::read_to_string(&addr_file) else {
-        eprintln!("clace: no daemon running ({} not found)", addr_file.display());
+        eprintln!(
+            "clace: no daemon running ({} not found)",
+            addr_file.display()
+        );
         return ExitCode::from(1);
     };
     let Some(addr) = text.lines().find_map(http_addr) else {
@@ -73,6 +78,9 @@ fn post(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }

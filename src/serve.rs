@@ -112,7 +112,10 @@ fn write_addr_file(path: &Path, urls: &[String]) {
     let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let result = std::fs::create_dir_all(&dir).and_then(|()| {
         let tmp = dir.join(".clace.addr.tmp");
-        std::fs::write(&tmp, urls.iter().map(|u| format!("{u}\n")).collect::<String>())?;
+        std::fs::write(
+            &tmp,
+            urls.iter().map(|u| format!("{u}\n")).collect::<String>(),
+        )?;
         std::fs::rename(&tmp, path)
     });
     if let Err(e) = result {

@@ -130,6 +130,17 @@ fn https_port_out_of_range_is_refused_naming_https() {
 }
 
 #[test]
+fn value_errors_in_the_file_name_the_file() {
+    // The bad value comes from the file, so the file is the one to blame
+    // (not the embedded defaults, not the environment).
+    assert_file_refused_naming_file("[http]\nport = 70000\n[https]\nport = -1\n", &["port"]);
+    assert_file_refused_naming_file(
+        "[http]\nport = 0\n[https]\nport = -1\nhost = \"\"\n",
+        &["host"],
+    );
+}
+
+#[test]
 fn empty_host_is_refused() {
     assert_file_refused(
         "[http]\nhost = \"\"\nport = 0\n[https]\nport = -1\n",

@@ -154,6 +154,21 @@ fn folder_serves_its_index_html() {
     assert_eq!(resp.text(), site.index);
     assert!(content_type(&resp).starts_with("text/html"));
 
+    // The folder named without its trailing slash: its index, or a redirect
+    // to the slashed form (so relative links in the page resolve).
+    let resp = get(addr, "/site/docs");
+    match resp.status {
+        200 => assert!(resp.text().contains("<p>docs-"), "{}", resp.text()),
+        301 | 302 | 307 | 308 => {
+            let location = resp.header("location").unwrap_or("");
+            assert!(
+                location.ends_with("/site/docs/"),
+                "redirect to the folder: {location:?}"
+            );
+        }
+        other => panic!("/site/docs: expected the index or a redirect, got {other}"),
+    }
+
     let docs_index = fs::read_to_string(site._clace.root().join("site/docs/index.html"))
         .expect("read docs index");
     let resp = get(addr, "/site/docs/");

@@ -44,15 +44,23 @@ fn pairs(n: usize) -> Vec<Arc<Pair>> {
         params.not_after = now + time::Duration::days(90);
         let cert = params.self_signed(&key).expect("sign");
         Arc::new(
-            parse_pair(stem, cert.pem().as_bytes(), key_pem.as_bytes(), Source::File)
-                .expect("parse"),
+            parse_pair(
+                stem,
+                cert.pem().as_bytes(),
+                key_pem.as_bytes(),
+                Source::File,
+            )
+            .expect("parse"),
         )
     };
     let mut out: Vec<_> = (0..n)
         .map(|i| {
             make(
                 &format!("site{i}.test"),
-                vec![format!("host{i}.example.com"), format!("*.w{i}.example.org")],
+                vec![
+                    format!("host{i}.example.com"),
+                    format!("*.w{i}.example.org"),
+                ],
             )
         })
         .collect();

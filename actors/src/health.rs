@@ -120,7 +120,10 @@ impl Health {
             .map(|a| (a.as_str().to_string(), self.get(*a).as_str().into()))
             .collect();
         let status = if ok { "ok" } else { "degraded" };
-        (ok, serde_json::json!({ "status": status, "actors": actors }))
+        (
+            ok,
+            serde_json::json!({ "status": status, "actors": actors }),
+        )
     }
 }
 

@@ -25,12 +25,12 @@
 //! - A restart of one actor never touches the others.
 #![forbid(unsafe_code)]
 
-pub mod settings;
 pub mod certs;
-pub mod router;
 pub mod health;
 pub mod listener;
 pub mod messages;
+pub mod metrics;
+pub mod router;
+pub mod settings;
 pub mod supervisor;
 pub mod watcher;
-pub mod metrics;

@@ -52,7 +52,10 @@ impl Default for Limits {
 /// restarted daemon can take its port back at once.
 pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     let addr: SocketAddr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} resolves to no address"))
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        )
     })?;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -170,7 +173,9 @@ impl Listener {
             }
         }));
         if self.scheme == Scheme::Https {
-            self.router.https_port.store(u32::from(port), Ordering::Release);
+            self.router
+                .https_port
+                .store(u32::from(port), Ordering::Release);
         }
         self.health.set(self.name, ActorState::Running);
         let url = format!("{}://{}:{port}", self.scheme.as_str(), self.host);

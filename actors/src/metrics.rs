@@ -36,7 +36,9 @@ impl Metrics {
                 Source::SelfSigned => "self-signed",
             };
             for name in &pair.names {
-                let e = not_after.entry((name.clone(), source)).or_insert(pair.not_after);
+                let e = not_after
+                    .entry((name.clone(), source))
+                    .or_insert(pair.not_after);
                 *e = (*e).max(pair.not_after);
             }
         }
@@ -52,9 +54,15 @@ impl Metrics {
         out.push_str("# HELP clace_tls_handshakes_total TLS handshakes for which a certificate was chosen.\n");
         out.push_str("# TYPE clace_tls_handshakes_total counter\n");
         let _ = writeln!(out, "clace_tls_handshakes_total {handshakes}");
-        out.push_str("# HELP clace_cert_reloads_total Certificate pairs loaded from disk, by result.\n");
+        out.push_str(
+            "# HELP clace_cert_reloads_total Certificate pairs loaded from disk, by result.\n",
+        );
         out.push_str("# TYPE clace_cert_reloads_total counter\n");
-        let _ = writeln!(out, "clace_cert_reloads_total{{result=\"ok\"}} {}", self.reloads_ok.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "clace_cert_reloads_total{{result=\"ok\"}} {}",
+            self.reloads_ok.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "clace_cert_reloads_total{{result=\"rejected\"}} {}",
@@ -75,5 +83,7 @@ impl Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -77,8 +77,14 @@ impl Daemon {
         let certstore = Supervisor::start_in_arbiter(&certs_arbiter.handle(), move |_| store);
         let watcher = {
             let store = certstore.clone();
-            let (mode, every, health) = (https.cert_watch, https.cert_rescan_interval, Arc::clone(&health));
-            Supervisor::start_in_arbiter(&certs_arbiter.handle(), move |_| Watcher::new(store, mode, every, health))
+            let (mode, every, health) = (
+                https.cert_watch,
+                https.cert_rescan_interval,
+                Arc::clone(&health),
+            );
+            Supervisor::start_in_arbiter(&certs_arbiter.handle(), move |_| {
+                Watcher::new(store, mode, every, health)
+            })
         };
 
         if https.acme_enabled() {
@@ -110,7 +116,14 @@ impl Daemon {
         let https_listener = match bound.https {
             Some(socket) => {
                 let tls = Arc::new(server_config(resolver)?);
-                let l = Listener::new(https.host.clone(), socket, Some(tls), Arc::clone(&router), Arc::clone(&health), limits);
+                let l = Listener::new(
+                    https.host.clone(),
+                    socket,
+                    Some(tls),
+                    Arc::clone(&router),
+                    Arc::clone(&health),
+                    limits,
+                );
                 Some(Supervisor::start(move |_| l))
             }
             None => {
@@ -120,7 +133,14 @@ impl Daemon {
         };
         let http_listener = match bound.http {
             Some(socket) => {
-                let l = Listener::new(settings.http.host.clone(), socket, None, Arc::clone(&router), Arc::clone(&health), limits);
+                let l = Listener::new(
+                    settings.http.host.clone(),
+                    socket,
+                    None,
+                    Arc::clone(&router),
+                    Arc::clone(&health),
+                    limits,
+                );
                 Some(Supervisor::start(move |_| l))
             }
             None => {

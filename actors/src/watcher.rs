@@ -42,7 +42,12 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(store: Addr<CertStore>, mode: CertWatch, rescan_interval: Duration, health: Arc<Health>) -> Watcher {
+    pub fn new(
+        store: Addr<CertStore>,
+        mode: CertWatch,
+        rescan_interval: Duration,
+        health: Arc<Health>,
+    ) -> Watcher {
         Watcher {
             store,
             mode,
@@ -70,7 +75,10 @@ impl Watcher {
             }
             Err(e) => {
                 log::warn!(target: TARGET, "file watcher error: {e}; rescanning");
-                addr.do_send(RawEvents { paths: e.paths, overflow: true });
+                addr.do_send(RawEvents {
+                    paths: e.paths,
+                    overflow: true,
+                });
             }
         };
         match notify::recommended_watcher(handler) {
@@ -84,7 +92,9 @@ impl Watcher {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let (Some(first), Some(last)) = (self.burst_start, self.last_event) else { return };
+        let (Some(first), Some(last)) = (self.burst_start, self.last_event) else {
+            return;
+        };
         let now = Instant::now();
         let quiet_left = QUIET.saturating_sub(now - last);
         let max_left = MAX_DELAY.saturating_sub(now - first);
@@ -154,7 +164,9 @@ impl Handler<WatchDirs> for Watcher {
     type Result = ();
 
     fn handle(&mut self, msg: WatchDirs, _ctx: &mut Context<Self>) {
-        let Some(notify) = self.notify.as_mut() else { return };
+        let Some(notify) = self.notify.as_mut() else {
+            return;
+        };
         for gone in self.watched.difference(&msg.dirs) {
             // The folder may be gone already; nothing to undo then.
             let _ = notify.unwatch(gone);

@@ -24,14 +24,32 @@ pub(super) fn check(
     let bad = |key: &str, msg: String| err(format!("{}: `{key}` {msg}", origins.of(key)));
 
     let http_port = port(raw.http.port).ok_or_else(|| {
-        bad("http.port", format!("is {}; accepted: -1 (disabled), 0 (any free port) or 1..65535", raw.http.port))
+        bad(
+            "http.port",
+            format!(
+                "is {}; accepted: -1 (disabled), 0 (any free port) or 1..65535",
+                raw.http.port
+            ),
+        )
     })?;
     let https_port = port(raw.https.port).ok_or_else(|| {
-        bad("https.port", format!("is {}; accepted: -1 (disabled), 0 (any free port) or 1..65535", raw.https.port))
+        bad(
+            "https.port",
+            format!(
+                "is {}; accepted: -1 (disabled), 0 (any free port) or 1..65535",
+                raw.https.port
+            ),
+        )
     })?;
-    for (key, host) in [("http.host", &raw.http.host), ("https.host", &raw.https.host)] {
+    for (key, host) in [
+        ("http.host", &raw.http.host),
+        ("https.host", &raw.https.host),
+    ] {
         if host.trim().is_empty() {
-            return Err(bad(key, "is empty; give an address such as \"127.0.0.1\" or \"0.0.0.0\"".into()));
+            return Err(bad(
+                key,
+                "is empty; give an address such as \"127.0.0.1\" or \"0.0.0.0\"".into(),
+            ));
         }
         if host.chars().any(char::is_whitespace) {
             return Err(bad(key, format!("{host:?} contains white space")));
@@ -40,7 +58,10 @@ pub(super) fn check(
 
     let path_of = |key: &str, value: &mut String| -> Result<PathBuf, ConfigError> {
         let p = expand_path(value, home).map_err(|var| {
-            bad(key, format!("uses ${var}, which is not set in the environment"))
+            bad(
+                key,
+                format!("uses ${var}, which is not set in the environment"),
+            )
         })?;
         *value = p.display().to_string();
         Ok(p)
@@ -57,7 +78,10 @@ pub(super) fn check(
         "auto" => CertWatch::Auto,
         "poll" => CertWatch::Poll,
         other => {
-            return Err(bad("https.cert_watch", format!("is {other:?}; accepted: \"auto\" or \"poll\"")))
+            return Err(bad(
+                "https.cert_watch",
+                format!("is {other:?}; accepted: \"auto\" or \"poll\""),
+            ))
         }
     };
     let interval = u64::try_from(raw.https.cert_rescan_interval)
@@ -66,43 +90,72 @@ pub(super) fn check(
         .ok_or_else(|| {
             bad(
                 "https.cert_rescan_interval",
-                format!("is {}; accepted: a whole number of seconds, at least 1", raw.https.cert_rescan_interval),
+                format!(
+                    "is {}; accepted: a whole number of seconds, at least 1",
+                    raw.https.cert_rescan_interval
+                ),
             )
         })?;
     if !raw.https.acme_directory_url.is_empty() && !is_http_url(&raw.https.acme_directory_url) {
         return Err(bad(
             "https.acme_directory_url",
-            format!("{:?} is not an http:// or https:// URL", raw.https.acme_directory_url),
+            format!(
+                "{:?} is not an http:// or https:// URL",
+                raw.https.acme_directory_url
+            ),
         ));
     }
     let mut domains = Vec::with_capacity(raw.https.domains.len());
     for d in &raw.https.domains {
         domains.push(host_name(d).ok_or_else(|| {
-            bad("https.domains", format!("holds {d:?}, which is not a DNS name"))
+            bad(
+                "https.domains",
+                format!("holds {d:?}, which is not a DNS name"),
+            )
         })?);
     }
 
     let level = raw.logging.level.to_lowercase();
     if !LEVELS.contains(&level.as_str()) {
-        return Err(bad("logging.level", format!("is {:?}; accepted: {}", raw.logging.level, LEVELS.join(", "))));
+        return Err(bad(
+            "logging.level",
+            format!(
+                "is {:?}; accepted: {}",
+                raw.logging.level,
+                LEVELS.join(", ")
+            ),
+        ));
     }
     raw.logging.level = level;
 
     let mut routes = Vec::with_capacity(raw.route.len());
     for (i, r) in raw.route.iter_mut().enumerate() {
         let key = |k: &str| format!("route[{i}].{k}");
-        let rbad = |k: &str, msg: String| err(format!("{}: `{}` {msg}", origins.of("route"), key(k)));
+        let rbad =
+            |k: &str, msg: String| err(format!("{}: `{}` {msg}", origins.of("route"), key(k)));
         if !r.path.starts_with('/') {
-            return Err(rbad("path", format!("is {:?}; it must start with \"/\"", r.path)));
+            return Err(rbad(
+                "path",
+                format!("is {:?}; it must start with \"/\"", r.path),
+            ));
         }
         if r.path == "/_clace" || r.path.starts_with("/_clace/") {
-            return Err(rbad("path", format!("is {:?}; /_clace/ is reserved for the daemon's own endpoints", r.path)));
+            return Err(rbad(
+                "path",
+                format!(
+                    "is {:?}; /_clace/ is reserved for the daemon's own endpoints",
+                    r.path
+                ),
+            ));
         }
         let domain = if r.domain.is_empty() {
             None
         } else {
             Some(host_name(&r.domain).ok_or_else(|| {
-                rbad("domain", format!("is {:?}; give a host name without port or scheme", r.domain))
+                rbad(
+                    "domain",
+                    format!("is {:?}; give a host name without port or scheme", r.domain),
+                )
             })?)
         };
         let target = match (r.r#static.as_mut(), r.proxy.as_mut()) {
@@ -124,13 +177,21 @@ pub(super) fn check(
                 let canonical = std::fs::canonicalize(&p)
                     .ok()
                     .filter(|c| c.is_dir())
-                    .ok_or_else(|| rbad("static", format!("is {}, which is not an existing folder", p.display())))?;
+                    .ok_or_else(|| {
+                        rbad(
+                            "static",
+                            format!("is {}, which is not an existing folder", p.display()),
+                        )
+                    })?;
                 *dir = p.display().to_string();
                 RouteTarget::Static(canonical)
             }
             (None, Some(url)) => {
                 if !is_http_url(url) {
-                    return Err(rbad("proxy", format!("is {url:?}; it must be an http:// or https:// URL with a host")));
+                    return Err(rbad(
+                        "proxy",
+                        format!("is {url:?}; it must be an http:// or https:// URL with a host"),
+                    ));
                 }
                 RouteTarget::Proxy(url.trim_end_matches('/').to_string())
             }
@@ -184,9 +245,7 @@ fn is_http_url(url: &str) -> bool {
         Some(rest) => {
             let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
             let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            !host.is_empty()
-                && !host.starts_with(':')
-                && !url.chars().any(char::is_whitespace)
+            !host.is_empty() && !host.starts_with(':') && !url.chars().any(char::is_whitespace)
         }
         None => false,
     }

@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn expands_both_forms() {
         assert_eq!(expand_vars("$CL_HOME/a", &lookup).as_deref(), Ok("/h/a"));
-        assert_eq!(expand_vars("${CL_HOME}x/$X", &lookup).as_deref(), Ok("/hx/x"));
+        assert_eq!(
+            expand_vars("${CL_HOME}x/$X", &lookup).as_deref(),
+            Ok("/hx/x")
+        );
         assert_eq!(expand_vars("a$$b", &lookup).as_deref(), Ok("a$b"));
         assert_eq!(expand_vars("cost $", &lookup).as_deref(), Ok("cost $"));
     }

@@ -86,7 +86,9 @@ fn find_home(named_file: Option<&Path>) -> Result<PathBuf, ConfigError> {
     }
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(h) => Ok(PathBuf::from(h).join("clhome")),
-        None => Err(err("neither CL_HOME nor HOME is set: set CL_HOME to a folder")),
+        None => Err(err(
+            "neither CL_HOME nor HOME is set: set CL_HOME to a folder",
+        )),
     }
 }
 
@@ -100,8 +102,7 @@ pub fn load_from(
     file: Option<PathBuf>,
     env: HashMap<String, String>,
 ) -> Result<Loaded, ConfigError> {
-    let mut builder =
-        Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+    let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
     if let Some(f) = &file {
         builder = builder.add_source(File::from(f.as_path()).format(FileFormat::Toml));
     }
@@ -118,7 +119,9 @@ pub fn load_from(
             .with_list_parse_key("https.domains")
             .source(Some(env.into_iter().collect())),
     );
-    let cfg = builder.build().map_err(|e| err(describe_config_error(&e, &env_keys)))?;
+    let cfg = builder
+        .build()
+        .map_err(|e| err(describe_config_error(&e, &env_keys)))?;
     let origins = Origins {
         cfg: &cfg,
         file: file.as_deref(),
@@ -141,7 +144,9 @@ pub fn load_from(
 
 /// `CL_HTTPS__CERT_LOCATION` -> `https.cert_location`.
 fn env_key_to_path(var: &str) -> String {
-    var.trim_start_matches("CL_").to_lowercase().replace("__", ".")
+    var.trim_start_matches("CL_")
+        .to_lowercase()
+        .replace("__", ".")
 }
 
 /// Tells where a key's value came from, for error messages.
@@ -180,7 +185,13 @@ fn check_known_keys(cfg: &Config, origins: &Origins<'_>) -> Result<(), ConfigErr
     let section_names: Vec<&str> = raw::SECTIONS.iter().map(|(s, _)| *s).collect();
     for (section, value) in root {
         let Some((_, keys)) = raw::SECTIONS.iter().find(|(s, _)| *s == section) else {
-            return Err(unknown(&section, &section, &section_names, value.origin(), origins));
+            return Err(unknown(
+                &section,
+                &section,
+                &section_names,
+                value.origin(),
+                origins,
+            ));
         };
         let tables: Vec<(String, Value)> = match value.kind {
             ValueKind::Table(_) => vec![(section.clone(), value)],
@@ -204,7 +215,10 @@ fn check_known_keys(cfg: &Config, origins: &Origins<'_>) -> Result<(), ConfigErr
         for (prefix, table) in tables {
             let origin = table.origin().map(str::to_string);
             let map = table.into_table().map_err(|_| {
-                err(format!("{}: `{prefix}` must be a table", origins.of(&section)))
+                err(format!(
+                    "{}: `{prefix}` must be a table",
+                    origins.of(&section)
+                ))
             })?;
             for (key, v) in map {
                 if !keys.contains(&key.as_str()) {
@@ -297,9 +311,19 @@ mod tests {
     #[test]
     fn defaults_alone_load() {
         let l = load_str("", &[]).expect("defaults");
-        assert_eq!(l.settings.http.port, clace_actors::settings::Port::Bind(25223));
-        assert_eq!(l.settings.https.port, clace_actors::settings::Port::Bind(25224));
-        assert!(l.settings.https.cert_location.ends_with("config/certificates"));
+        assert_eq!(
+            l.settings.http.port,
+            clace_actors::settings::Port::Bind(25223)
+        );
+        assert_eq!(
+            l.settings.https.port,
+            clace_actors::settings::Port::Bind(25224)
+        );
+        assert!(l
+            .settings
+            .https
+            .cert_location
+            .ends_with("config/certificates"));
         assert!(!l.effective.https.cert_location.contains("$CL_HOME"));
     }
 
@@ -315,8 +339,12 @@ mod tests {
     fn unknown_section_and_route_key() {
         let e = load_str("[htps]\nport = 1\n", &[]).expect_err("section");
         assert!(e.0.contains("`htps`") && e.0.contains("https"), "{e}");
-        let e = load_str("[[route]]\npath = \"/\"\nproxi = \"http://a\"\n", &[]).expect_err("route");
-        assert!(e.0.contains("route[0].proxi") && e.0.contains("`proxy`"), "{e}");
+        let e =
+            load_str("[[route]]\npath = \"/\"\nproxi = \"http://a\"\n", &[]).expect_err("route");
+        assert!(
+            e.0.contains("route[0].proxi") && e.0.contains("`proxy`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -328,9 +356,15 @@ mod tests {
     #[test]
     fn bad_env_value_names_the_variable() {
         let e = load_str("", &[("CL_HTTP__PORT", "abc")]).expect_err("type");
-        assert!(e.0.contains("http.port") && e.0.contains("CL_HTTP__PORT"), "{e}");
+        assert!(
+            e.0.contains("http.port") && e.0.contains("CL_HTTP__PORT"),
+            "{e}"
+        );
         let e = load_str("", &[("CL_HTTP__PORT", "70000")]).expect_err("range");
-        assert!(e.0.contains("http.port") && e.0.contains("CL_HTTP__PORT"), "{e}");
+        assert!(
+            e.0.contains("http.port") && e.0.contains("CL_HTTP__PORT"),
+            "{e}"
+        );
     }
 
     #[test]

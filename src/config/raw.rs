@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub struct RawConfig {
     pub http: RawHttp,
     pub https: RawHttps,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RawRoute>,
     pub logging: RawLogging,
 }

@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(ok.issuer, "CN=ok");
         assert_eq!(ok.source, Source::File);
         assert_eq!(ok.not_after.as_deref(), rfc3339(NOW + YEAR).as_deref());
-        assert_eq!(ok.file.as_deref(), Some(dir.join("ok.crt").to_str().unwrap()));
+        assert_eq!(
+            ok.file.as_deref(),
+            Some(dir.join("ok.crt").to_str().unwrap())
+        );
         assert_eq!(status_of(&infos, "/old.crt").status, "expired");
         assert_eq!(status_of(&infos, "/new.crt").status, "not-yet-valid");
 
@@ -444,7 +447,11 @@ mod tests {
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["step"], "wildcard");
         assert_eq!(
-            json.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+            json.as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>(),
             ["file", "name", "names", "not_after", "step"]
         );
         let info = explain(&s, "other.test", NOW).unwrap();
@@ -452,7 +459,10 @@ mod tests {
         assert_eq!(info.file, None);
         assert!(explain(&Snapshot::empty(), "a.test", NOW).is_none());
         let text = render_name(&explain(&s, "a.test", NOW).unwrap());
-        assert!(text.starts_with("name:      a.test\nstep:      san\n"), "{text}");
+        assert!(
+            text.starts_with("name:      a.test\nstep:      san\n"),
+            "{text}"
+        );
         assert!(text.contains("file:      /certs/a.crt\n"), "{text}");
         assert!(is_valid_name("a.test"));
         assert!(!is_valid_name("../a"));
@@ -485,9 +495,15 @@ mod tests {
         let col = |name: &str| lines[0].find(name).unwrap();
         assert_eq!(lines[1].find("a.test,b.test"), Some(col("NAMES")));
         assert_eq!(lines[2].find("- "), Some(col("NAMES")));
-        assert_eq!(lines[1].find("2030-01-01T00:00:00Z"), Some(col("NOT AFTER")));
+        assert_eq!(
+            lines[1].find("2030-01-01T00:00:00Z"),
+            Some(col("NOT AFTER"))
+        );
         assert_eq!(lines[1].find("ok"), Some(col("STATUS")));
         assert_eq!(lines[2].find("unreadable"), Some(col("STATUS")));
-        assert_eq!(render_table(&[]), "FILE  NAMES  SOURCE  ISSUER  NOT AFTER  STATUS\n");
+        assert_eq!(
+            render_table(&[]),
+            "FILE  NAMES  SOURCE  ISSUER  NOT AFTER  STATUS\n"
+        );
     }
 }

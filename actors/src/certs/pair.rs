@@ -351,12 +351,11 @@ fn parse_chain(pem: &[u8], file: &str) -> Result<Vec<CertificateDer<'static>>, P
     let mut chain = Vec::new();
     for item in CertificateDer::pem_slice_iter(pem) {
         let der = item.map_err(|e| pem_error(e, file))?;
-        let (rest, _) = X509Certificate::from_der(&der).map_err(|e| {
-            UnreadableReason::BadCertificate {
+        let (rest, _) =
+            X509Certificate::from_der(&der).map_err(|e| UnreadableReason::BadCertificate {
                 file: file.to_owned(),
                 reason: format!("certificate {}: {e}", chain.len() + 1),
-            }
-        })?;
+            })?;
         if !rest.is_empty() {
             return Err(UnreadableReason::BadCertificate {
                 file: file.to_owned(),
@@ -553,10 +552,8 @@ pub(crate) mod testing {
             use std::sync::atomic::{AtomicU32, Ordering};
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!(
-                "clace-test-{tag}-{}-{n}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("clace-test-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
@@ -709,8 +706,7 @@ mod tests {
     fn mismatched_key() {
         let (cert, _) = make_pem(&["a.test"], NOW - 10, NOW + 10, "a");
         let (_, other_key) = make_pem(&["a.test"], NOW - 10, NOW + 10, "a");
-        let err =
-            parse_pair("a", cert.as_bytes(), other_key.as_bytes(), Source::File).unwrap_err();
+        let err = parse_pair("a", cert.as_bytes(), other_key.as_bytes(), Source::File).unwrap_err();
         assert_eq!(err, PairError::KeyMismatch);
         assert_eq!(err.status_text(), "key-mismatch");
         // Different algorithms do not match either.
@@ -721,9 +717,8 @@ mod tests {
     #[test]
     fn garbage_and_empty_files() {
         let (cert, key) = make_pem(&["a.test"], NOW - 10, NOW + 10, "a");
-        let why = unreadable(
-            parse_pair("a", b"garbage", key.as_bytes(), Source::File).unwrap_err(),
-        );
+        let why =
+            unreadable(parse_pair("a", b"garbage", key.as_bytes(), Source::File).unwrap_err());
         assert_eq!(
             why,
             UnreadableReason::NoCertificate {
@@ -734,12 +729,22 @@ mod tests {
         assert_eq!(err.status_text(), "unreadable: no certificate in a.crt");
 
         let why = unreadable(parse_pair("a", cert.as_bytes(), b"", Source::File).unwrap_err());
-        assert_eq!(why, UnreadableReason::NoKey { file: "a.key".into() });
+        assert_eq!(
+            why,
+            UnreadableReason::NoKey {
+                file: "a.key".into()
+            }
+        );
         // A key file holding a certificate is not a key.
         let why = unreadable(
             parse_pair("a", cert.as_bytes(), cert.as_bytes(), Source::File).unwrap_err(),
         );
-        assert_eq!(why, UnreadableReason::NoKey { file: "a.key".into() });
+        assert_eq!(
+            why,
+            UnreadableReason::NoKey {
+                file: "a.key".into()
+            }
+        );
     }
 
     #[test]
@@ -755,24 +760,26 @@ mod tests {
         );
         // A truncated file: the END line has not been written yet.
         let half = &cert[..cert.len() / 2];
-        let why = unreadable(
-            parse_pair("a", half.as_bytes(), key.as_bytes(), Source::File).unwrap_err(),
-        );
+        let why =
+            unreadable(parse_pair("a", half.as_bytes(), key.as_bytes(), Source::File).unwrap_err());
         assert!(
             matches!(&why, UnreadableReason::BadPem { file, .. } if file == "a.crt"),
             "{why:?}"
         );
-        let err = parse_pair("a", cert.as_bytes(), &key.as_bytes()[..40], Source::File)
-            .unwrap_err();
-        assert!(err.status_text().starts_with("unreadable: bad PEM in a.key"), "{err}");
+        let err =
+            parse_pair("a", cert.as_bytes(), &key.as_bytes()[..40], Source::File).unwrap_err();
+        assert!(
+            err.status_text()
+                .starts_with("unreadable: bad PEM in a.key"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_intermediate_is_rejected() {
         let (cert, key) = make_pem(&["a.test"], NOW - 10, NOW + 10, "a");
-        let chain = format!(
-            "{cert}-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n"
-        );
+        let chain =
+            format!("{cert}-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n");
         let why = unreadable(
             parse_pair("a", chain.as_bytes(), key.as_bytes(), Source::File).unwrap_err(),
         );
@@ -790,12 +797,22 @@ mod tests {
         let why = unreadable(
             parse_pair("a", cert.as_bytes(), encrypted.as_bytes(), Source::File).unwrap_err(),
         );
-        assert_eq!(why, UnreadableReason::EncryptedKey { file: "a.key".into() });
+        assert_eq!(
+            why,
+            UnreadableReason::EncryptedKey {
+                file: "a.key".into()
+            }
+        );
         let junk_key = "-----BEGIN PRIVATE KEY-----\nAAECAwQF\n-----END PRIVATE KEY-----\n";
         let why = unreadable(
             parse_pair("a", cert.as_bytes(), junk_key.as_bytes(), Source::File).unwrap_err(),
         );
-        assert_eq!(why, UnreadableReason::UnsupportedKey { file: "a.key".into() });
+        assert_eq!(
+            why,
+            UnreadableReason::UnsupportedKey {
+                file: "a.key".into()
+            }
+        );
     }
 
     #[test]
@@ -858,8 +875,14 @@ mod tests {
     fn display_texts_are_lower_case() {
         let errors = [
             PairError::KeyMismatch,
-            UnreadableReason::Missing { file: "a.key".into() }.into(),
-            UnreadableReason::NoCertificate { file: "a.crt".into() }.into(),
+            UnreadableReason::Missing {
+                file: "a.key".into(),
+            }
+            .into(),
+            UnreadableReason::NoCertificate {
+                file: "a.crt".into(),
+            }
+            .into(),
         ];
         for e in errors {
             let text = e.to_string();

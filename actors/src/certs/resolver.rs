@@ -41,8 +41,8 @@ impl CertResolver {
     }
 
     /// How many handshakes asked for a certificate since start (the counter
-    /// `clace_tls_handshakes_total`). Resumed sessions do not ask, so they
-    /// are not counted.
+    /// `clace_tls_handshakes_total`). rustls asks on every handshake, before
+    /// it decides whether to resume a session, so resumed ones count too.
     pub fn handshakes(&self) -> u64 {
         // Relaxed: a statistic, ordered with nothing else.
         self.handshakes.load(Ordering::Relaxed)
@@ -83,11 +83,7 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, rustls
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![
-        b"h2".to_vec(),
-        b"http/1.1".to_vec(),
-        ACME_TLS_ALPN.to_vec(),
-    ];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.ticketer = ring::Ticketer::new()?;
     Ok(config)
@@ -108,7 +104,9 @@ mod tests {
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConnection, SignatureScheme};
+    use rustls::{
+        ClientConfig, ClientConnection, DigitallySignedStruct, ServerConnection, SignatureScheme,
+    };
 
     use super::super::pair::testing::*;
     use super::super::pair::{Pair, Source};
@@ -189,6 +187,17 @@ mod tests {
         let name = ServerName::try_from(sni.to_owned()).unwrap();
         let mut client = ClientConnection::new(client_config, name).unwrap();
         let mut server = ServerConnection::new(Arc::clone(server_config)).unwrap();
+        transfer(&mut client, &mut server)?;
+        let leaf = client.peer_certificates().unwrap()[0].to_vec();
+        Ok((leaf, client.alpn_protocol().map(<[u8]>::to_vec)))
+    }
+
+    /// Moves TLS records between the two ends until neither is handshaking
+    /// (and the client has read the server's tickets).
+    fn transfer(
+        client: &mut ClientConnection,
+        server: &mut ServerConnection,
+    ) -> Result<(), rustls::Error> {
         for _ in 0..20 {
             if !client.is_handshaking() && !server.is_handshaking() {
                 break;
@@ -197,21 +206,35 @@ mod tests {
             while client.wants_write() {
                 client.write_tls(&mut buf).unwrap();
             }
-            if !buf.is_empty() {
-                server.read_tls(&mut buf.as_slice()).unwrap();
+            let mut rd = buf.as_slice();
+            while !rd.is_empty() {
+                server.read_tls(&mut rd).unwrap();
                 server.process_new_packets()?;
             }
             let mut buf = Vec::new();
             while server.wants_write() {
                 server.write_tls(&mut buf).unwrap();
             }
-            if !buf.is_empty() {
-                client.read_tls(&mut buf.as_slice()).unwrap();
+            let mut rd = buf.as_slice();
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
                 client.process_new_packets()?;
             }
         }
-        let leaf = client.peer_certificates().unwrap()[0].to_vec();
-        Ok((leaf, client.alpn_protocol().map(<[u8]>::to_vec)))
+        Ok(())
+    }
+
+    /// Like [`handshake`], returning whether the session was resumed.
+    fn handshake_kind(
+        server_config: &Arc<ServerConfig>,
+        client_config: Arc<ClientConfig>,
+        sni: &str,
+    ) -> rustls::HandshakeKind {
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        let mut client = ClientConnection::new(client_config, name).unwrap();
+        let mut server = ServerConnection::new(Arc::clone(server_config)).unwrap();
+        transfer(&mut client, &mut server).unwrap();
+        client.handshake_kind().unwrap()
     }
 
     fn leaf_of(pair: &Pair) -> Vec<u8> {
@@ -238,7 +261,13 @@ mod tests {
     #[test]
     fn serves_by_sni_and_counts_handshakes() {
         let a = pair_at("a.test", &["a.test"], 0, i64::from(i32::MAX), Source::File);
-        let default = pair_at("default", &["localhost"], 0, i64::from(i32::MAX), Source::File);
+        let default = pair_at(
+            "default",
+            &["localhost"],
+            0,
+            i64::from(i32::MAX),
+            Source::File,
+        );
         let f = fixture(Snapshot::build(
             vec![Arc::clone(&a), Arc::clone(&default)],
             vec![],
@@ -257,7 +286,12 @@ mod tests {
     #[test]
     fn tls12_and_http11() {
         let a = pair_at("a.test", &["a.test"], 0, i64::from(i32::MAX), Source::File);
-        let f = fixture(Snapshot::build(vec![Arc::clone(&a)], vec![], HashMap::new(), true));
+        let f = fixture(Snapshot::build(
+            vec![Arc::clone(&a)],
+            vec![],
+            HashMap::new(),
+            true,
+        ));
         let client = client_config(&[b"http/1.1"], &rustls::version::TLS12);
         let (leaf, alpn) = handshake(&f.server, client, "a.test").unwrap();
         assert_eq!(leaf, leaf_of(&a));
@@ -267,10 +301,21 @@ mod tests {
     #[test]
     fn acme_alpn_gets_the_challenge() {
         let a = pair_at("a.test", &["a.test"], 0, i64::from(i32::MAX), Source::File);
-        let challenge = pair_at("challenge", &["a.test"], 0, i64::from(i32::MAX), Source::Acme);
+        let challenge = pair_at(
+            "challenge",
+            &["a.test"],
+            0,
+            i64::from(i32::MAX),
+            Source::Acme,
+        );
         let mut challenges = HashMap::new();
         challenges.insert("a.test".to_owned(), Arc::clone(&challenge.certified));
-        let f = fixture(Snapshot::build(vec![Arc::clone(&a)], vec![], challenges, true));
+        let f = fixture(Snapshot::build(
+            vec![Arc::clone(&a)],
+            vec![],
+            challenges,
+            true,
+        ));
         let acme = client_config(&[ACME_TLS_ALPN], &rustls::version::TLS13);
         let (leaf, alpn) = handshake(&f.server, acme, "a.test").unwrap();
         assert_eq!(leaf, leaf_of(&challenge));
@@ -285,16 +330,48 @@ mod tests {
     fn a_published_snapshot_is_used_by_the_next_handshake() {
         let old = pair_at("a.test", &["a.test"], 0, i64::from(i32::MAX), Source::File);
         let new = pair_at("a.test", &["a.test"], 0, i64::from(i32::MAX), Source::File);
-        let f = fixture(Snapshot::build(vec![Arc::clone(&old)], vec![], HashMap::new(), true));
-        let client = client_config(&[b"h2"], &rustls::version::TLS13);
-        assert_eq!(handshake(&f.server, Arc::clone(&client), "a.test").unwrap().0, leaf_of(&old));
+        let f = fixture(Snapshot::build(
+            vec![Arc::clone(&old)],
+            vec![],
+            HashMap::new(),
+            true,
+        ));
+        let client = || client_config(&[b"h2"], &rustls::version::TLS13);
+        assert_eq!(
+            handshake(&f.server, client(), "a.test").unwrap().0,
+            leaf_of(&old)
+        );
         f.shared.store(Arc::new(Snapshot::build(
             vec![Arc::clone(&new)],
             vec![],
             HashMap::new(),
             true,
         )));
-        assert_eq!(handshake(&f.server, client, "a.test").unwrap().0, leaf_of(&new));
+        // A new client (a resuming one keeps the session's certificate).
+        assert_eq!(
+            handshake(&f.server, client(), "a.test").unwrap().0,
+            leaf_of(&new)
+        );
+    }
+
+    #[test]
+    fn sessions_resume_and_still_count() {
+        let a = pair_at("a.test", &["a.test"], 0, i64::from(i32::MAX), Source::File);
+        let f = fixture(Snapshot::build(
+            vec![Arc::clone(&a)],
+            vec![],
+            HashMap::new(),
+            true,
+        ));
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let client = client_config(&[b"h2"], version);
+            let before = f.resolver.handshakes();
+            let first = handshake_kind(&f.server, Arc::clone(&client), "a.test");
+            let second = handshake_kind(&f.server, client, "a.test");
+            assert_eq!(first, rustls::HandshakeKind::Full);
+            assert_eq!(second, rustls::HandshakeKind::Resumed, "{version:?}");
+            assert_eq!(f.resolver.handshakes(), before + 2);
+        }
     }
 
     #[test]
@@ -320,7 +397,12 @@ mod tests {
     #[test]
     fn resolve_name_reads_the_current_snapshot() {
         let a = pair_at("a.test", &["a.test"], 0, i64::from(i32::MAX), Source::File);
-        let f = fixture(Snapshot::build(vec![Arc::clone(&a)], vec![], HashMap::new(), true));
+        let f = fixture(Snapshot::build(
+            vec![Arc::clone(&a)],
+            vec![],
+            HashMap::new(),
+            true,
+        ));
         let got = f.resolver.resolve_name(Some("A.TEST"), false).unwrap();
         assert!(Arc::ptr_eq(&got, &a.certified));
         assert!(f.resolver.resolve_name(Some("b.test"), false).is_none());

@@ -317,7 +317,10 @@ mod tests {
     #[test]
     fn host_name_rules() {
         assert_eq!(host_name("MyHost").as_deref(), Some("myhost"));
-        assert_eq!(host_name("build-1.example.com.").as_deref(), Some("build-1.example.com"));
+        assert_eq!(
+            host_name("build-1.example.com.").as_deref(),
+            Some("build-1.example.com")
+        );
         assert_eq!(host_name("localhost"), None);
         assert_eq!(host_name("LOCALHOST."), None);
         assert_eq!(host_name("my_host"), None);
@@ -330,9 +333,21 @@ mod tests {
 
     #[test]
     fn an_operators_expired_default_is_not_self_signed() {
-        let pair = pair_at("default", &["localhost"], NOW - 2 * YEAR, NOW - YEAR, Source::File);
+        let pair = pair_at(
+            "default",
+            &["localhost"],
+            NOW - 2 * YEAR,
+            NOW - YEAR,
+            Source::File,
+        );
         assert!(!is_expired_self_signed(&pair, NOW));
-        let ours = pair_at("default", &["localhost"], NOW - 2 * YEAR, NOW - YEAR, Source::SelfSigned);
+        let ours = pair_at(
+            "default",
+            &["localhost"],
+            NOW - 2 * YEAR,
+            NOW - YEAR,
+            Source::SelfSigned,
+        );
         assert!(is_expired_self_signed(&ours, NOW));
         assert!(!is_expired_self_signed(&ours, NOW - YEAR));
     }
@@ -344,7 +359,10 @@ mod tests {
         fs::write(&file, "x").unwrap();
         let err = generate(&file.join("sub")).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("cannot create certificate folder"), "{text}");
+        assert!(
+            text.starts_with("cannot create certificate folder"),
+            "{text}"
+        );
         assert!(text.contains("file/sub"), "{text}");
     }
 

@@ -412,7 +412,10 @@ mod tests {
     #[test]
     fn normalize_sni_cases() {
         assert_eq!(normalize_sni("Example.COM").as_deref(), Some("example.com"));
-        assert_eq!(normalize_sni("example.com.").as_deref(), Some("example.com"));
+        assert_eq!(
+            normalize_sni("example.com.").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(normalize_sni("a-b.c0.d").as_deref(), Some("a-b.c0.d"));
         assert_eq!(normalize_sni("localhost").as_deref(), Some("localhost"));
         assert_eq!(normalize_sni("example.com.."), None);
@@ -430,7 +433,13 @@ mod tests {
         assert_eq!(normalize_sni(&"a".repeat(63)).map(|s| s.len()), Some(63));
         assert_eq!(normalize_sni(&"a".repeat(64)), None);
         // 253 characters is the limit; a trailing dot does not count.
-        let name253 = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+        let name253 = format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61)
+        );
         assert_eq!(name253.len(), 253);
         assert!(normalize_sni(&name253).is_some());
         assert!(normalize_sni(&format!("{name253}.")).is_some());
@@ -452,7 +461,15 @@ mod tests {
         let names: Vec<_> = all.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             names,
-            ["challenge", "file-name", "san", "wildcard", "acme", "default", "self-signed"]
+            [
+                "challenge",
+                "file-name",
+                "san",
+                "wildcard",
+                "acme",
+                "default",
+                "self-signed"
+            ]
         );
         for step in all {
             assert_eq!(
@@ -494,26 +511,39 @@ mod tests {
     #[test]
     fn wildcard_matches_exactly_one_label() {
         let s = snap(
-            vec![pair("wild", &["*.example.com"]), pair("default", &["localhost"])],
+            vec![
+                pair("wild", &["*.example.com"]),
+                pair("default", &["localhost"]),
+            ],
             vec![],
         );
         assert_eq!(chosen(&s, "a.example.com"), ("wild".into(), Step::Wildcard));
         assert_eq!(chosen(&s, "example.com"), ("default".into(), Step::Default));
-        assert_eq!(chosen(&s, "a.b.example.com"), ("default".into(), Step::Default));
+        assert_eq!(
+            chosen(&s, "a.b.example.com"),
+            ("default".into(), Step::Default)
+        );
         assert_eq!(chosen(&s, "com"), ("default".into(), Step::Default));
     }
 
     #[test]
     fn sni_is_normalised() {
         let s = snap(
-            vec![pair("a.test", &[]), pair("san", &["b.test"]), pair("default", &[])],
+            vec![
+                pair("a.test", &[]),
+                pair("san", &["b.test"]),
+                pair("default", &[]),
+            ],
             vec![],
         );
         assert_eq!(chosen(&s, "A.TEST."), ("a.test".into(), Step::FileName));
         assert_eq!(chosen(&s, "B.Test"), ("san".into(), Step::San));
         // An upper-case file name still matches.
         let s = snap(vec![pair("Upper.Test", &[])], vec![]);
-        assert_eq!(chosen(&s, "upper.test"), ("Upper.Test".into(), Step::FileName));
+        assert_eq!(
+            chosen(&s, "upper.test"),
+            ("Upper.Test".into(), Step::FileName)
+        );
     }
 
     #[test]
@@ -523,12 +553,13 @@ mod tests {
             vec![],
         );
         for name in ["../a", "..", "a/..", "", "a..", "*.a"] {
-            assert_eq!(chosen(&s, name), ("default".into(), Step::Default), "{name}");
+            assert_eq!(
+                chosen(&s, name),
+                ("default".into(), Step::Default),
+                "{name}"
+            );
         }
-        assert_eq!(
-            s.select(None, false, NOW).unwrap().step,
-            Step::Default
-        );
+        assert_eq!(s.select(None, false, NOW).unwrap().step, Step::Default);
     }
 
     #[test]
@@ -556,7 +587,13 @@ mod tests {
         let s = snap(
             vec![
                 pair_at("a.test", &[], NOW - 10, NOW + 10, Source::File),
-                pair_at("san", &["a.test", "b.test"], NOW - 10, NOW + 5 * YEAR, Source::File),
+                pair_at(
+                    "san",
+                    &["a.test", "b.test"],
+                    NOW - 10,
+                    NOW + 5 * YEAR,
+                    Source::File,
+                ),
                 pair_at("wild", &["*.test"], NOW - 10, NOW + 9 * YEAR, Source::File),
             ],
             vec![],
@@ -569,9 +606,27 @@ mod tests {
     fn later_expiry_wins_within_a_step() {
         let s = snap(
             vec![
-                pair_at("one", &["a.test", "*.w.test"], NOW - 10, NOW + YEAR, Source::File),
-                pair_at("two", &["a.test", "*.w.test"], NOW - 10, NOW + 2 * YEAR, Source::File),
-                pair_at("three", &["a.test", "*.w.test"], NOW - 10, NOW + YEAR / 2, Source::File),
+                pair_at(
+                    "one",
+                    &["a.test", "*.w.test"],
+                    NOW - 10,
+                    NOW + YEAR,
+                    Source::File,
+                ),
+                pair_at(
+                    "two",
+                    &["a.test", "*.w.test"],
+                    NOW - 10,
+                    NOW + 2 * YEAR,
+                    Source::File,
+                ),
+                pair_at(
+                    "three",
+                    &["a.test", "*.w.test"],
+                    NOW - 10,
+                    NOW + YEAR / 2,
+                    Source::File,
+                ),
             ],
             vec![],
         );
@@ -599,7 +654,13 @@ mod tests {
         let s = snap(
             vec![
                 pair_at("a.test", &[], PAST, EXPIRED, Source::File),
-                pair_at("san", &["a.test", "b.test"], PAST, EXPIRED + 100, Source::File),
+                pair_at(
+                    "san",
+                    &["a.test", "b.test"],
+                    PAST,
+                    EXPIRED + 100,
+                    Source::File,
+                ),
                 pair_at("san2", &["b.test"], PAST, EXPIRED + 200, Source::File),
                 pair_at("default", &[], NOW - 10, NOW + 10, Source::File),
             ],
@@ -629,7 +690,13 @@ mod tests {
     fn valid_acme_beats_invalid_file() {
         let s = snap(
             vec![expired("a.test", &["a.test"]), pair("default", &[])],
-            vec![pair_at("acme-a", &["a.test"], NOW - 10, NOW + YEAR, Source::Acme)],
+            vec![pair_at(
+                "acme-a",
+                &["a.test"],
+                NOW - 10,
+                NOW + YEAR,
+                Source::Acme,
+            )],
         );
         assert_eq!(chosen(&s, "a.test"), ("acme-a".into(), Step::Acme));
     }
@@ -659,7 +726,13 @@ mod tests {
             vec![
                 pair_at("old", &["a.test"], PAST, EXPIRED, Source::Acme),
                 pair_at("new", &["a.test"], NOW - 10, NOW + YEAR, Source::Acme),
-                pair_at("future", &["a.test"], NOW + 10, NOW + 2 * YEAR, Source::Acme),
+                pair_at(
+                    "future",
+                    &["a.test"],
+                    NOW + 10,
+                    NOW + 2 * YEAR,
+                    Source::Acme,
+                ),
             ],
         );
         assert_eq!(chosen(&s, "a.test"), ("new".into(), Step::Acme));
@@ -670,7 +743,13 @@ mod tests {
         let files = vec![pair("a.test", &["a.test"]), pair("default", &[])];
         let s = Snapshot::build(
             files.clone(),
-            vec![pair_at("acme-b", &["b.test"], NOW - 10, NOW + YEAR, Source::Acme)],
+            vec![pair_at(
+                "acme-b",
+                &["b.test"],
+                NOW - 10,
+                NOW + YEAR,
+                Source::Acme,
+            )],
             HashMap::new(),
             false,
         );
@@ -711,10 +790,19 @@ mod tests {
         let s = snap(vec![pair("default", &["localhost"])], vec![]);
         assert_eq!(s.select(None, false, NOW).unwrap().step, Step::Default);
         let s = snap(
-            vec![pair_at("default", &["localhost"], NOW - 10, NOW + 10, Source::SelfSigned)],
+            vec![pair_at(
+                "default",
+                &["localhost"],
+                NOW - 10,
+                NOW + 10,
+                Source::SelfSigned,
+            )],
             vec![],
         );
-        assert_eq!(s.select(Some("x.test"), false, NOW).unwrap().step, Step::SelfSigned);
+        assert_eq!(
+            s.select(Some("x.test"), false, NOW).unwrap().step,
+            Step::SelfSigned
+        );
         // An expired default is still served: there is nothing else.
         let s = snap(vec![expired("default", &[])], vec![]);
         assert_eq!(chosen(&s, "x.test"), ("default".into(), Step::Default));

@@ -139,8 +139,12 @@ impl CertStore {
             return;
         }
         match selfsigned::generate(dir) {
-            Ok(()) => log::info!(target: TARGET, "created a self-signed default certificate {}", crt.display()),
-            Err(e) => log::error!(target: TARGET, "cannot create the self-signed default in {}: {e}", dir.display()),
+            Ok(()) => {
+                log::info!(target: TARGET, "created a self-signed default certificate {}", crt.display())
+            }
+            Err(e) => {
+                log::error!(target: TARGET, "cannot create the self-signed default in {}: {e}", dir.display())
+            }
         }
     }
 
@@ -157,7 +161,9 @@ impl CertStore {
             let dir = self.settings.cert_location.clone();
             match selfsigned::generate(&dir) {
                 Ok(()) => self.refresh(Scope::Stems(BTreeSet::from([DEFAULT_STEM.to_string()]))),
-                Err(e) => log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display()),
+                Err(e) => {
+                    log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display())
+                }
             }
         }
     }
@@ -177,7 +183,9 @@ impl CertStore {
         for stem in &stems {
             changed |= self.check_pair(stem);
         }
-        if !self.slots.contains_key(DEFAULT_STEM) || !self.settings.cert_location.join("default.crt").exists() {
+        if !self.slots.contains_key(DEFAULT_STEM)
+            || !self.settings.cert_location.join("default.crt").exists()
+        {
             self.ensure_default(false);
             changed |= self.check_pair(DEFAULT_STEM);
         }
@@ -236,13 +244,20 @@ impl CertStore {
         slot.dirs = link_dirs(&crt).into_iter().chain(link_dirs(&key)).collect();
         if key_meta.is_none() {
             self.metrics.reload_rejected();
-            let keeping = if slot.good.is_some() { "; the previous version keeps serving" } else { "" };
+            let keeping = if slot.good.is_some() {
+                "; the previous version keeps serving"
+            } else {
+                ""
+            };
             log::warn!(target: TARGET, "{} has no {}{keeping}", crt.display(), key.display());
             return false;
         }
         match read_pair(stem, &crt, &key, Source::File) {
             Ok(pair) => {
-                if !pair.names.iter().any(|n| n == stem) && stem != DEFAULT_STEM && looks_like_name(stem) {
+                if !pair.names.iter().any(|n| n == stem)
+                    && stem != DEFAULT_STEM
+                    && looks_like_name(stem)
+                {
                     log::warn!(target: TARGET, "{} is named for {stem} but its names are [{}]; it is served for {stem} anyway", crt.display(), pair.names.join(", "));
                 }
                 selfsigned::warn_if_key_readable(&key);
@@ -252,7 +267,11 @@ impl CertStore {
                 } else if pair.not_before > now {
                     log::warn!(target: TARGET, "{} is not valid yet", crt.display());
                 }
-                let verb = if slot.good.is_some() { "reloaded" } else { "loaded" };
+                let verb = if slot.good.is_some() {
+                    "reloaded"
+                } else {
+                    "loaded"
+                };
                 log::info!(
                     target: TARGET,
                     "{verb} {} (names [{}], serial {}, not after {})",
@@ -281,7 +300,12 @@ impl CertStore {
     fn publish(&mut self) {
         let files: Vec<Arc<Pair>> = self.slots.values().filter_map(|s| s.good.clone()).collect();
         let count = files.len();
-        let snapshot = Snapshot::build(files, Vec::new(), HashMap::new(), self.settings.lookup_enabled);
+        let snapshot = Snapshot::build(
+            files,
+            Vec::new(),
+            HashMap::new(),
+            self.settings.lookup_enabled,
+        );
         self.shared.store(Arc::new(snapshot));
         log::debug!(target: TARGET, "published a snapshot of {count} pairs");
     }
@@ -301,7 +325,9 @@ impl CertStore {
 
     fn send_watch(&self) {
         if let Some(w) = &self.watcher {
-            w.do_send(WatchDirs { dirs: self.watched.clone() });
+            w.do_send(WatchDirs {
+                dirs: self.watched.clone(),
+            });
         }
     }
 
@@ -312,9 +338,13 @@ impl CertStore {
         let dir = canonical_or(&self.settings.cert_location);
         let mut stems = BTreeSet::new();
         for p in paths {
-            let in_dir = p.parent().is_some_and(|parent| parent == self.settings.cert_location || parent == dir);
+            let in_dir = p
+                .parent()
+                .is_some_and(|parent| parent == self.settings.cert_location || parent == dir);
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let stem = name.strip_suffix(".crt").or_else(|| name.strip_suffix(".key"));
+            let stem = name
+                .strip_suffix(".crt")
+                .or_else(|| name.strip_suffix(".key"));
             match stem {
                 Some(s) if in_dir && !s.is_empty() && !name.starts_with('.') => {
                     stems.insert(s.to_string());
@@ -349,7 +379,11 @@ pub fn link_dirs(path: &Path) -> Vec<PathBuf> {
         match std::fs::read_link(&current) {
             Ok(target) => {
                 let base = current.parent().map(Path::to_path_buf).unwrap_or_default();
-                let next = if target.is_absolute() { target } else { base.join(target) };
+                let next = if target.is_absolute() {
+                    target
+                } else {
+                    base.join(target)
+                };
                 if let Some(parent) = next.parent() {
                     dirs.push(canonical_or(parent));
                 }
@@ -381,7 +415,8 @@ impl Actor for CertStore {
 
 impl Supervised for CertStore {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.health.set(ActorName::CertStore, ActorState::Restarting);
+        self.health
+            .set(ActorName::CertStore, ActorState::Restarting);
         self.health.count_restart(ActorName::CertStore);
         log::info!(target: TARGET, "restarting the cert store: full rescan");
         // A restart forgets what was examined, so every pair is read again;
@@ -443,7 +478,9 @@ pub fn read_folder(dir: &Path, lookup_enabled: bool) -> Snapshot {
                 return None;
             }
             let key = dir.join(format!("{stem}.key"));
-            read_pair(stem, &e.path(), &key, Source::File).ok().map(Arc::new)
+            read_pair(stem, &e.path(), &key, Source::File)
+                .ok()
+                .map(Arc::new)
         })
         .collect();
     Snapshot::build(pairs, Vec::new(), HashMap::new(), lookup_enabled)

@@ -57,7 +57,10 @@ impl Admin {
             .peer_addr()
             .is_some_and(|a| a.ip().to_canonical().is_loopback());
         if !loopback {
-            return plain(StatusCode::FORBIDDEN, "forbidden: this endpoint answers loopback clients only\n");
+            return plain(
+                StatusCode::FORBIDDEN,
+                "forbidden: this endpoint answers loopback clients only\n",
+            );
         }
         match path {
             "/_clace/certs" => self.certs_response(req).await,
@@ -71,7 +74,11 @@ impl Admin {
             return method_not_allowed("GET, HEAD");
         }
         let (ok, json) = self.health.to_json();
-        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         HttpResponse::build(status)
             .insert_header(("cache-control", "no-store"))
             .json(json)
@@ -93,7 +100,10 @@ impl Admin {
         .await;
         match listing {
             Ok(infos) => HttpResponse::Ok().json(infos),
-            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "listing the certificates failed\n"),
+            Err(_) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "listing the certificates failed\n",
+            ),
         }
     }
 
@@ -101,7 +111,11 @@ impl Admin {
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return method_not_allowed("GET, HEAD");
         }
-        let body = self.metrics.render(&self.snapshot.load(), &self.health, self.resolver.handshakes());
+        let body = self.metrics.render(
+            &self.snapshot.load(),
+            &self.health,
+            self.resolver.handshakes(),
+        );
         HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(body)
@@ -112,15 +126,15 @@ impl Admin {
             .trim_start_matches("/_clace/actors/")
             .trim_end_matches("/restart");
         let Some(actor) = ActorName::parse(name) else {
-            return plain(StatusCode::NOT_FOUND, "unknown actor: expected http, https, certstore, acme or watcher\n");
+            return plain(
+                StatusCode::NOT_FOUND,
+                "unknown actor: expected http, https, certstore, acme or watcher\n",
+            );
         };
         if req.method() != Method::POST {
             return method_not_allowed("POST");
         }
-        let recipient = self
-            .control
-            .get()
-            .and_then(|c| c.restart.get(&actor));
+        let recipient = self.control.get().and_then(|c| c.restart.get(&actor));
         match recipient {
             Some(r) => {
                 log::info!(target: "clace::supervisor", "restart of {} asked over /_clace/", actor.as_str());
@@ -131,7 +145,10 @@ impl Admin {
             }
             None => HttpResponse::Conflict()
                 .content_type("text/plain; charset=utf-8")
-                .body(format!("{} is disabled and cannot be restarted\n", actor.as_str())),
+                .body(format!(
+                    "{} is disabled and cannot be restarted\n",
+                    actor.as_str()
+                )),
         }
     }
 }

@@ -97,7 +97,10 @@ async fn handle(
     }
     let host = request_host(&req);
     let Some(route) = state.routes.find(host.as_deref(), path) else {
-        return plain(actix_web::http::StatusCode::NOT_FOUND, "not found: no route matches this host and path\n");
+        return plain(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not found: no route matches this host and path\n",
+        );
     };
     match &route.target {
         RouteTarget::Static(root) => {
@@ -125,7 +128,8 @@ fn redirect(req: &HttpRequest, state: &RouterState) -> Option<HttpResponse> {
     if port == 0 {
         return None;
     }
-    let host = request_host(req).map_or_else(|| "localhost".to_string(), |h| routes::normalize_host(&h));
+    let host =
+        request_host(req).map_or_else(|| "localhost".to_string(), |h| routes::normalize_host(&h));
     let path_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = if port == 443 {
         format!("https://{host}{path_query}")

@@ -110,14 +110,20 @@ mod tests {
         assert_eq!(name(t.find(Some("b.test"), "/api/x")), Some("api".into()));
         assert_eq!(name(t.find(Some("b.test"), "/api/v2/x")), Some("v2".into()));
         assert_eq!(name(t.find(Some("b.test"), "/apix")), Some("root".into()));
-        assert_eq!(name(t.find(Some("A.TEST:8443"), "/api/v2")), Some("a-root".into()));
+        assert_eq!(
+            name(t.find(Some("A.TEST:8443"), "/api/v2")),
+            Some("a-root".into())
+        );
         assert_eq!(name(t.find(Some("a.test."), "/")), Some("a-root".into()));
         assert_eq!(name(t.find(None, "/api")), Some("api".into()));
     }
 
     #[test]
     fn nothing_matched() {
-        let t = RouteTable::new(vec![route(Some("a.test"), "/", "a"), route(None, "/x", "x")]);
+        let t = RouteTable::new(vec![
+            route(Some("a.test"), "/", "a"),
+            route(None, "/x", "x"),
+        ]);
         assert!(t.find(Some("b.test"), "/y").is_none());
         assert!(t.find(None, "/").is_none());
     }

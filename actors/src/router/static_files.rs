@@ -227,7 +227,10 @@ enum Lookup {
     /// A regular file, opened; `name` is the path as requested (not
     /// canonical), whose extension decides the content type, as nginx does
     /// for a symbolic link.
-    File { file: File, name: PathBuf },
+    File {
+        file: File,
+        name: PathBuf,
+    },
     /// A folder with an index, asked for without the trailing slash.
     RedirectToFolder,
     NotFound,
@@ -282,9 +285,7 @@ fn lookup(root: &Path, relative: &Path, slash: bool) -> Lookup {
 /// canonical). A symbolic link that leads out of the root is reported as
 /// not found, so that a probe learns nothing about the outside.
 fn inside(root: &Path, path: &Path) -> Result<PathBuf, Lookup> {
-    let canonical = path
-        .canonicalize()
-        .map_err(|err| io_failure(path, &err))?;
+    let canonical = path.canonicalize().map_err(|err| io_failure(path, &err))?;
     if canonical.starts_with(root) {
         Ok(canonical)
     } else {
@@ -536,12 +537,17 @@ mod tests {
         symlink(root.join("hello.txt"), root.join("link-in.txt")).unwrap();
         symlink(outside.join("secret.txt"), root.join("link-out.txt")).unwrap();
         symlink(&outside, root.join("dir-out")).unwrap();
-        symlink(outside.join("index.html"), root.join("esc").join("index.html")).unwrap();
+        symlink(
+            outside.join("index.html"),
+            root.join("esc").join("index.html"),
+        )
+        .unwrap();
         (base, root)
     }
 
     /// The route is mounted at `/s`: the handler strips that prefix from
-    /// the raw path, as the router does.
+    /// the raw path, as the router does; other paths are served whole, as
+    /// by a route at `/`.
     async fn handler(req: HttpRequest, root: web::Data<PathBuf>) -> HttpResponse {
         let path = req.uri().path();
         let rest = path.strip_prefix("/s").unwrap_or(path);
@@ -617,17 +623,28 @@ mod tests {
         let (_base, root) = site();
         let app = app!(root);
 
-        let res = test::call_service(&app, test::TestRequest::get().uri("/s/hello.txt").to_request())
-            .await;
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/s/hello.txt").to_request(),
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(header_of(&res, header::CONTENT_TYPE), "text/plain; charset=utf-8");
+        assert_eq!(
+            header_of(&res, header::CONTENT_TYPE),
+            "text/plain; charset=utf-8"
+        );
         assert!(res.headers().get(header::CONTENT_DISPOSITION).is_none());
         assert_eq!(to_bytes(res.into_body()).await.unwrap(), HELLO);
 
-        let res =
-            test::call_service(&app, test::TestRequest::get().uri("/s/page.html").to_request())
-                .await;
-        assert_eq!(header_of(&res, header::CONTENT_TYPE), "text/html; charset=utf-8");
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/s/page.html").to_request(),
+        )
+        .await;
+        assert_eq!(
+            header_of(&res, header::CONTENT_TYPE),
+            "text/html; charset=utf-8"
+        );
 
         assert_eq!(
             get!(app, "/s/a%20b/c.txt"),
@@ -642,8 +659,11 @@ mod tests {
         let (_base, root) = site();
         let app = app!(root);
 
-        let res = test::call_service(&app, test::TestRequest::get().uri("/s/hello.txt").to_request())
-            .await;
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/s/hello.txt").to_request(),
+        )
+        .await;
         let etag = header_of(&res, header::ETAG);
         let last_modified = header_of(&res, header::LAST_MODIFIED);
         assert!(!etag.is_empty() && !last_modified.is_empty());
@@ -660,7 +680,10 @@ mod tests {
             .uri("/s/hello.txt")
             .insert_header((header::IF_MODIFIED_SINCE, last_modified.as_str()))
             .to_request();
-        assert_eq!(test::call_service(&app, req).await.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            test::call_service(&app, req).await.status(),
+            StatusCode::NOT_MODIFIED
+        );
 
         let req = test::TestRequest::get()
             .uri("/s/hello.txt")
@@ -707,7 +730,10 @@ mod tests {
             let res = test::call_service(&app, req).await;
             assert_eq!(res.status(), StatusCode::OK, "{validator}");
             assert_eq!(header_of(&res, header::ETAG), etag);
-            assert_eq!(header_of(&res, header::CONTENT_TYPE), "text/plain; charset=utf-8");
+            assert_eq!(
+                header_of(&res, header::CONTENT_TYPE),
+                "text/plain; charset=utf-8"
+            );
             assert!(res.headers().get(header::CONTENT_RANGE).is_none());
             let body = res.into_body();
             assert_eq!(body.size(), actix_web::body::BodySize::Sized(11));
@@ -733,8 +759,11 @@ mod tests {
             get!(app, "/s/sub/"),
             (StatusCode::OK, "<p>sub index</p>".into())
         );
-        let res = test::call_service(&app, test::TestRequest::get().uri("/s/sub?x=1").to_request())
-            .await;
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/s/sub?x=1").to_request(),
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(header_of(&res, header::LOCATION), "/s/sub/?x=1");
 
@@ -750,8 +779,7 @@ mod tests {
 
         // A protocol-relative Location is never produced.
         std::fs::write(root.join("index.html"), "root index").unwrap();
-        let res = test::call_service(&app, test::TestRequest::get().uri("//s").to_request())
-            .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("//s").to_request()).await;
         assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(header_of(&res, header::LOCATION), "/s/");
     }
@@ -818,8 +846,11 @@ mod tests {
             .set_modified(before_epoch)
             .unwrap();
         let app = app!(root);
-        let res = test::call_service(&app, test::TestRequest::get().uri("/s/old.txt").to_request())
-            .await;
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/s/old.txt").to_request(),
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::OK);
         assert!(res.headers().get(header::ETAG).is_none());
         assert!(res.headers().get(header::LAST_MODIFIED).is_none());

@@ -15,8 +15,7 @@ const TARGET: &str = "clace::supervisor";
 
 pub fn serve(loaded: Loaded) -> ExitCode {
     let system = actix_rt::System::new();
-    let code = system.block_on(run(loaded));
-    code
+    system.block_on(run(loaded))
 }
 
 async fn run(loaded: Loaded) -> ExitCode {

@@ -252,6 +252,9 @@ fn longest_path_prefix_wins_and_unmatched_is_404() {
     assert_eq!(v1_seen, ["/api/v1/users", "/api"]);
 
     let before = v1.count() + v2.count();
+    // Prefixes match whole path segments (README): /api is not /apix.
+    let resp = get(daemon.http, "/apix");
+    assert_eq!(resp.status, 404, "/api does not match /apix");
     let resp = get(daemon.http, "/elsewhere/x");
     assert_eq!(resp.status, 404, "no route matched");
     let resp = get(daemon.http, "/");

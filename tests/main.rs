@@ -2,6 +2,8 @@
 //! (`CARGO_BIN_EXE_clace`) in a temporary `CL_HOME`, on port 0, and talks to
 //! it over sockets and signals only. One integration binary keeps link time
 //! down; `util` holds the process guard, the HTTP client and the upstreams.
+// Tests may unwrap: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod util;
 
@@ -11,3 +13,8 @@ mod http_routes;
 mod proxy;
 mod signals;
 mod static_files;
+
+mod certs_cli;
+mod https;
+mod reload;
+mod tls_util;

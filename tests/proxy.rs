@@ -74,6 +74,22 @@ fn post_reaches_upstream_with_method_path_query_body_and_forwarded_headers() {
 }
 
 #[test]
+fn x_forwarded_for_is_appended_to() {
+    let upstream = Upstream::start(|_| Reply::new(200, "ok"));
+    let (_clace, daemon) = proxy_to("/api", &upstream.url());
+    let resp = Request::get("/api/xff")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send(daemon.http);
+    assert_eq!(resp.status, 200);
+    let req = &upstream.received()[0];
+    let chain = req.header_all("x-forwarded-for").join(", ");
+    assert_eq!(
+        chain, "203.0.113.9, 127.0.0.1",
+        "the peer is appended to the client's chain"
+    );
+}
+
+#[test]
 fn chunked_request_body_is_streamed_to_the_upstream() {
     let upstream = Upstream::start(|r| Reply::new(200, format!("got {}", r.body.len())));
     let (_clace, daemon) = proxy_to("/up", &upstream.url());

@@ -54,6 +54,7 @@ fn start_site() -> Site {
     .expect("write");
     symlink(root.join("secret.txt"), site.join("link.txt")).expect("symlink");
     symlink(root.join("outside"), site.join("outdir")).expect("symlink");
+    symlink(site.join("style.css"), site.join("alias.css")).expect("symlink");
 
     clace.write_config(&config_with(&format!(
         "[[route]]\npath = \"/site\"\nstatic = {}\n",
@@ -99,6 +100,24 @@ fn files_are_served_with_their_content_type() {
         }
     }
     assert_eq!(get(addr, "/site/missing.txt").status, 404);
+
+    // A link that stays inside the folder is followed.
+    let resp = get(addr, "/site/alias.css");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), site.css);
+}
+
+#[test]
+fn head_gives_the_headers_without_a_body() {
+    let site = start_site();
+    let resp = Request::new("HEAD", "/site/style.css").send(site.daemon.http);
+    assert_eq!(resp.status, 200);
+    assert!(content_type(&resp).starts_with("text/css"));
+    assert_eq!(
+        resp.header("content-length"),
+        Some(site.css.len().to_string().as_str())
+    );
+    assert!(resp.body.is_empty());
 }
 
 #[test]

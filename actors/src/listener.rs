@@ -164,7 +164,7 @@ impl Listener {
         self.generation += 1;
         let generation = self.generation;
         let join = actix_rt::spawn(server);
-        ctx.spawn(async move { join.await }.into_actor(self).map(move |res, act, ctx| {
+        ctx.spawn(join.into_actor(self).map(move |res, act, ctx| {
             if act.generation == generation && !act.shutting_down {
                 log::error!(target: act.target(), "the {} server stopped on its own ({res:?}); restarting it", act.name.as_str());
                 act.server = None;

@@ -90,5 +90,9 @@ pub enum RouteTarget {
     /// Serve files from this folder (absolute, exists at start).
     Static(PathBuf),
     /// Forward to this upstream: `http://` or `https://` URL, no trailing `/`.
-    Proxy(String),
+    Proxy {
+        url: String,
+        /// How long the upstream may take to send its response head (504 after).
+        timeout: std::time::Duration,
+    },
 }

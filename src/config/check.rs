@@ -193,7 +193,22 @@ pub(super) fn check(
                         format!("is {url:?}; it must be an http:// or https:// URL with a host"),
                     ));
                 }
-                RouteTarget::Proxy(url.trim_end_matches('/').to_string())
+                let timeout = u64::try_from(r.timeout)
+                    .ok()
+                    .filter(|t| *t >= 1)
+                    .ok_or_else(|| {
+                        rbad(
+                            "timeout",
+                            format!(
+                                "is {}; accepted: a whole number of seconds, at least 1",
+                                r.timeout
+                            ),
+                        )
+                    })?;
+                RouteTarget::Proxy {
+                    url: url.trim_end_matches('/').to_string(),
+                    timeout: Duration::from_secs(timeout),
+                }
             }
         };
         routes.push(Route {

@@ -121,7 +121,7 @@ pub fn load_from(
     );
     let cfg = builder
         .build()
-        .map_err(|e| err(describe_config_error(&e, &env_keys)))?;
+        .map_err(|e| err(describe_config_error(&e, file.as_deref(), &env_keys)))?;
     let origins = Origins {
         cfg: &cfg,
         file: file.as_deref(),
@@ -131,7 +131,7 @@ pub fn load_from(
     let raw: RawConfig = cfg
         .clone()
         .try_deserialize()
-        .map_err(|e| err(describe_config_error(&e, &env_keys)))?;
+        .map_err(|e| err(describe_config_error(&e, file.as_deref(), &env_keys)))?;
     let (settings, effective) = check::check(raw, &home, &origins)?;
     Ok(Loaded {
         log_level: effective.logging.level.clone(),
@@ -162,16 +162,35 @@ impl Origins<'_> {
         if let Some(var) = self.env_keys.get(key) {
             return format!("environment variable {var}");
         }
-        let origin = self
-            .cfg
-            .get::<Value>(key)
-            .ok()
-            .and_then(|v| v.origin().map(str::to_string));
+        let origin = lookup(&self.cfg.cache, key).and_then(first_origin);
         match (origin, self.file) {
-            (Some(o), _) if o != "the environment" => o,
+            // The file is the only source with an origin besides the
+            // environment (the embedded defaults are read from a string).
+            (Some(o), Some(f)) if o != "the environment" => f.display().to_string(),
             (_, Some(f)) if key.starts_with("route") => f.display().to_string(),
             _ => "the embedded defaults".to_string(),
         }
+    }
+}
+
+/// The value at a dotted key (`http.port`, `route`) in the merged tree.
+fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(root, |v, part| match &v.kind {
+        ValueKind::Table(t) => t.get(part),
+        _ => None,
+    })
+}
+
+/// Where a value came from: its own origin, else that of the first value
+/// inside it (tables made by merging carry none).
+fn first_origin(v: &Value) -> Option<&str> {
+    if let Some(o) = v.origin() {
+        return Some(o);
+    }
+    match &v.kind {
+        ValueKind::Table(t) => t.values().find_map(first_origin),
+        ValueKind::Array(a) => a.iter().find_map(first_origin),
+        _ => None,
     }
 }
 
@@ -239,9 +258,10 @@ fn unknown(
     origin: Option<&str>,
     origins: &Origins<'_>,
 ) -> ConfigError {
-    let from = match origin {
-        Some("the environment") | None => origins.of(full),
-        Some(o) => o.to_string(),
+    let from = match (origin, origins.file) {
+        (Some("the environment") | None, _) => origins.of(full),
+        (Some(_), Some(f)) => f.display().to_string(),
+        (Some(o), None) => o.to_string(),
     };
     let mut msg = format!("{from}: unknown key `{full}`");
     if let Some(best) = closest(key, known) {
@@ -276,8 +296,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Makes the `config` crate's messages name the environment variable too.
-fn describe_config_error(e: &config::ConfigError, env_keys: &HashMap<String, String>) -> String {
-    let text = e.to_string();
+fn describe_config_error(
+    e: &config::ConfigError,
+    file: Option<&Path>,
+    env_keys: &HashMap<String, String>,
+) -> String {
+    let mut text = e.to_string();
+    // The crate names the file as it was opened; give the whole path.
+    if let Some(f) = file {
+        if let Some(name) = f.file_name().and_then(|n| n.to_str()) {
+            let full = f.display().to_string();
+            if !text.contains(&full) {
+                text = text.replace(&format!(" in {name}"), &format!(" in {full}"));
+            }
+        }
+    }
     for (path, var) in env_keys {
         if text.contains(&format!("`{path}`")) {
             return format!("{text} (from environment variable {var})");

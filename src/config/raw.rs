@@ -51,6 +51,13 @@ pub struct RawRoute {
     pub r#static: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    /// Seconds a proxied upstream may take to send its response head.
+    #[serde(default = "default_timeout")]
+    pub timeout: i64,
+}
+
+fn default_timeout() -> i64 {
+    60
 }
 
 fn root_path() -> String {
@@ -83,6 +90,6 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
             "cert_rescan_interval",
         ],
     ),
-    ("route", &["domain", "path", "static", "proxy"]),
+    ("route", &["domain", "path", "static", "proxy", "timeout"]),
     ("logging", &["level"]),
 ];

@@ -115,6 +115,20 @@ impl Pair {
             None => san == name,
         })
     }
+
+    /// Whether the pair is found by its file name (step 2a) for a name its
+    /// own SANs do not list: served anyway, as Clace does, but worth a
+    /// warning at load (interface §4). `default` and stems that are not host
+    /// names are never looked up by name, so they never warrant one.
+    pub fn stem_not_in_names(&self) -> bool {
+        if self.stem == super::snapshot::DEFAULT_STEM {
+            return false;
+        }
+        match super::snapshot::normalize_sni(&self.stem) {
+            Some(name) => !self.covers(&name),
+            None => false,
+        }
+    }
 }
 
 /// Why a pair was not taken. `Clone` and `PartialEq` so that a caller can
@@ -844,6 +858,16 @@ mod tests {
         assert!(!pair.covers("wild.test"));
         assert!(!pair.covers("a.b.wild.test"));
         assert!(!pair.covers("p"));
+    }
+
+    #[test]
+    fn stem_not_in_names() {
+        assert!(!pair("a.test", &["a.test"]).stem_not_in_names());
+        assert!(!pair("A.Test", &["a.test"]).stem_not_in_names());
+        assert!(!pair("x.w.test", &["*.w.test"]).stem_not_in_names());
+        assert!(pair("a.test", &["b.test"]).stem_not_in_names());
+        assert!(!pair("default", &["localhost"]).stem_not_in_names());
+        assert!(!pair("my cert", &["b.test"]).stem_not_in_names());
     }
 
     #[test]

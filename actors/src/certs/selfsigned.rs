@@ -70,7 +70,8 @@ pub enum SelfSignedError {
 /// so a watcher that sees `default.crt` appear finds its key already there.
 pub fn generate(dir: &Path) -> Result<(), SelfSignedError> {
     create_dir(dir)?;
-    let (cert_pem, key_pem) = make_pem(unix_now())?;
+    let names = san_names();
+    let (cert_pem, key_pem) = make_pem(&names, unix_now())?;
     let cert_path = dir.join(format!("{DEFAULT_STEM}.crt"));
     let key_path = dir.join(format!("{DEFAULT_STEM}.key"));
     let key_tmp = write_temp(dir, &key_path, key_pem.as_bytes())?;
@@ -104,7 +105,7 @@ pub fn generate(dir: &Path) -> Result<(), SelfSignedError> {
     info!(
         "created self-signed default certificate {} (names: {})",
         cert_path.display(),
-        san_names().join(", ")
+        names.join(", ")
     );
     Ok(())
 }
@@ -160,14 +161,14 @@ fn host_name(raw: &str) -> Option<String> {
     Some(name)
 }
 
-fn make_pem(now: i64) -> Result<(String, String), SelfSignedError> {
+fn make_pem(names: &[String], now: i64) -> Result<(String, String), SelfSignedError> {
     let now = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut params = CertificateParams::default();
-    params.subject_alt_names = san_names()
-        .into_iter()
+    params.subject_alt_names = names
+        .iter()
         .map(|name| match name.parse::<IpAddr>() {
             Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => name.try_into().map(SanType::DnsName),
+            Err(_) => name.clone().try_into().map(SanType::DnsName),
         })
         .collect::<Result<_, rcgen::Error>>()?;
     let mut dn = DistinguishedName::new();

@@ -64,13 +64,22 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Builds the upstream client of one actix worker.
 ///
-/// `timeout` bounds the time from sending the request until the upstream's
+/// `timeout` is the fallback for requests that do not set their own
+/// (`forward` always does, with the route's). It bounds the time from sending the request until the upstream's
 /// response head has arrived (awc counts the request body in it); the
 /// response body is then streamed without a time limit, so long downloads
 /// and server-sent events are not cut. Connecting, including the TLS
 /// handshake, may take 5 seconds each. HTTPS upstreams are verified against
-/// the webpki roots, with rustls' process-default crypto provider (ring, the
-/// only one compiled in).
+/// the webpki roots, with rustls' process-default crypto provider: ring is
+/// the only one compiled in, so rustls picks it by itself. (Should a second
+/// provider ever be compiled in, the binary must install a default before
+/// the first worker starts, or `awc::Connector::new` panics.)
+///
+/// awc's HTTP/1 encoder always writes a `Date` header on requests; that is
+/// the only header the upstream sees that the client did not send, besides
+/// `X-Forwarded-*` (and `Host` for HTTP/2 clients). A request body is
+/// flushed upstream in 8 KiB steps (awc's write buffer), so memory per
+/// request stays bounded while a slow upload trickles through.
 ///
 /// awc pools connections per client, so the caller creates one per worker
 /// (in the App factory) and reuses it.
@@ -92,13 +101,17 @@ pub fn client(timeout: Duration) -> awc::Client {
 /// Forwards `req` with its `body` to `upstream` (`http://host:port` or
 /// `https://host[:port]`, optionally with a path prefix, no trailing `/`)
 /// and streams the response back. `scheme` is the listener's, `"http"` or
-/// `"https"`, sent as `X-Forwarded-Proto`.
+/// `"https"`, sent as `X-Forwarded-Proto`. `timeout` is the route's: how
+/// long the upstream may take, from the moment the request is sent, to
+/// deliver its response head (504 after); it replaces the client's own
+/// timeout for this request.
 pub async fn forward(
     req: &HttpRequest,
     body: web::Payload,
     client: &awc::Client,
     upstream: &str,
     scheme: &str,
+    timeout: Duration,
 ) -> HttpResponse {
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("{upstream}{path_and_query}");
@@ -106,7 +119,8 @@ pub async fn forward(
 
     let mut upstream_req = client
         .request(req.method().clone(), url.as_str())
-        .no_decompress();
+        .no_decompress()
+        .timeout(timeout);
     *upstream_req.headers_mut() = request_headers(req, scheme);
 
     let sent = match request_body_length(req.headers()) {
@@ -375,8 +389,9 @@ mod tests {
         body: web::Payload,
         client: web::Data<awc::Client>,
         upstream: web::Data<String>,
+        timeout: web::Data<Duration>,
     ) -> HttpResponse {
-        forward(&req, body, &client, &upstream, "https").await
+        forward(&req, body, &client, &upstream, "https", **timeout).await
     }
 
     /// The app under test; a macro because the request type of
@@ -388,8 +403,10 @@ mod tests {
         ($upstream:expr, $timeout:expr) => {
             test::init_service(
                 App::new()
-                    .app_data(web::Data::new(client($timeout)))
+                    // The route's timeout is what applies, not the client's.
+                    .app_data(web::Data::new(client(Duration::from_secs(3600))))
                     .app_data(web::Data::new(String::from($upstream)))
+                    .app_data(web::Data::new($timeout))
                     .default_service(web::to(proxy_handler)),
             )
             .await
@@ -793,7 +810,7 @@ mod tests {
 
         let call = async {
             let client = client(DEADLINE);
-            forward(&req, body, &client, &upstream.url(), "http").await
+            forward(&req, body, &client, &upstream.url(), "http", DEADLINE).await
         };
         // awc flushes a request body once its 8 KiB write buffer is full
         // (or at the end), so the first chunk is larger than that.

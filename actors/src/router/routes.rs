@@ -55,7 +55,7 @@ pub fn strip_prefix<'a>(route: &Route, path: &'a str) -> &'a str {
             let prefix = route.path.trim_end_matches('/');
             path.get(prefix.len()..).unwrap_or("")
         }
-        RouteTarget::Proxy(_) => path,
+        RouteTarget::Proxy { .. } => path,
     }
 }
 
@@ -95,7 +95,7 @@ mod tests {
     fn name(r: Option<&Route>) -> Option<String> {
         r.map(|r| match &r.target {
             RouteTarget::Static(p) => p.display().to_string(),
-            RouteTarget::Proxy(u) => u.clone(),
+            RouteTarget::Proxy { url, .. } => url.clone(),
         })
     }
 

@@ -103,7 +103,8 @@ pub async fn serve(req: &HttpRequest, root: &Path, rest: &str) -> HttpResponse {
     let root = root.to_path_buf();
     let lookup = match web::block(move || lookup(&root, &relative, slash)).await {
         Ok(lookup) => lookup,
-        // The blocking pool is gone only while the server shuts down.
+        // The blocking task did not run to completion: the pool is shutting
+        // down (or the task panicked, which the lookup never does on purpose).
         Err(err) => {
             log::warn!("static file lookup could not run: {err}");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable");
@@ -777,11 +778,14 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body, "not found\n");
 
-        // A protocol-relative Location is never produced.
-        std::fs::write(root.join("index.html"), "root index").unwrap();
-        let res = test::call_service(&app, test::TestRequest::get().uri("//s").to_request()).await;
+        // A protocol-relative Location is never produced (the handler
+        // serves paths outside `/s` as a route at `/` would).
+        std::fs::create_dir_all(root.join("evil.com")).unwrap();
+        std::fs::write(root.join("evil.com").join("index.html"), "x").unwrap();
+        let req = test::TestRequest::get().uri("//evil.com").to_request();
+        let res = test::call_service(&app, req).await;
         assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
-        assert_eq!(header_of(&res, header::LOCATION), "/s/");
+        assert_eq!(header_of(&res, header::LOCATION), "/evil.com/");
     }
 
     #[actix_web::test]

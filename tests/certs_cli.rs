@@ -284,3 +284,24 @@ fn certs_knows_the_self_signed_default() {
         fs::canonicalize(world.crt("default")).ok()
     );
 }
+
+#[test]
+fn certs_endpoint_gives_the_same_json_as_the_command() {
+    let f = folder();
+    let w = &f.world;
+    let cli = json(w, &["certs", "--json"]);
+    let tls = w.serve();
+    let resp = crate::util::http::get(tls.http, "/_clace/certs");
+    assert_eq!(resp.status, 200);
+    let by_file = |v: &Value| {
+        let mut list = v.as_array().expect("array").clone();
+        list.sort_by_key(|e| e["file"].as_str().unwrap_or("").to_owned());
+        list
+    };
+    let endpoint = resp.json();
+    assert_eq!(
+        by_file(&endpoint),
+        by_file(&cli),
+        "GET /_clace/certs and `clace certs --json` differ"
+    );
+}

@@ -4,6 +4,8 @@
 
 use crate::util::http::{get, Request};
 use crate::util::upstream::{Reply, Upstream};
+use std::time::{Duration, Instant};
+
 use crate::util::{closed_port, config_with, unique, Clace, Daemon};
 
 fn proxy_to(path: &str, upstream_url: &str) -> (Clace, Daemon) {
@@ -183,5 +185,44 @@ fn connections_to_the_upstream_are_reused() {
         upstream.connections() < 5,
         "sequential requests reuse pooled upstream connections ({} opened)",
         upstream.connections()
+    );
+}
+
+#[test]
+fn upstream_slower_than_the_route_timeout_gives_504() {
+    let upstream = Upstream::start(|_| Reply::new(200, "too late").delay(Duration::from_secs(4)));
+    let clace = Clace::new();
+    clace.write_config(&config_with(&format!(
+        "[[route]]\npath = \"/slow\"\nproxy = \"{}\"\ntimeout = 1\n",
+        upstream.url()
+    )));
+    let daemon = clace.serve();
+    let started = Instant::now();
+    let resp = get(daemon.http, "/slow/x");
+    assert_eq!(resp.status, 504, "body: {}", resp.text());
+    assert!(
+        resp.text().contains("gateway timeout"),
+        "a short message explains the 504: {}",
+        resp.text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the 504 comes after the route's 1 s timeout, not the upstream's 4 s: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_bad_route_timeout_is_a_configuration_error() {
+    let clace = Clace::new();
+    clace.write_config(&config_with(
+        "[[route]]\npath = \"/\"\nproxy = \"http://127.0.0.1:9\"\ntimeout = 0\n",
+    ));
+    let out = clace.run(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("route[0].timeout"),
+        "stderr: {}",
+        out.stderr
     );
 }

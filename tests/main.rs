@@ -14,6 +14,7 @@ mod proxy;
 mod signals;
 mod static_files;
 
+mod admin;
 mod certs_cli;
 mod https;
 mod reload;

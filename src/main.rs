@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => {
             logging::init(&loaded.log_level);
-            serve::serve(loaded)
+            serve::serve(loaded, cli.config)
         }
         Command::Check => match toml::to_string_pretty(&loaded.effective) {
             Ok(text) => {

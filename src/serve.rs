@@ -13,12 +13,14 @@ use crate::config::Loaded;
 
 const TARGET: &str = "clace::supervisor";
 
-pub fn serve(loaded: Loaded) -> ExitCode {
+/// Runs the daemon; `cli_file` is the `-c` argument, kept so that SIGHUP
+/// finds the configuration the same way start-up did.
+pub fn serve(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
     let system = actix_rt::System::new();
-    system.block_on(run(loaded))
+    system.block_on(run(loaded, cli_file))
 }
 
-async fn run(loaded: Loaded) -> ExitCode {
+async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
     let settings = &loaded.settings;
     let mut bound = Bound::default();
     let mut urls = Vec::new();
@@ -48,7 +50,7 @@ async fn run(loaded: Loaded) -> ExitCode {
         log::info!(target: TARGET, "both listeners are disabled: managing certificates only");
     }
 
-    let daemon = match Daemon::start(settings, bound, Limits::default()) {
+    let mut daemon = match Daemon::start(settings, bound, Limits::default()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("clace: {e}");
@@ -56,9 +58,9 @@ async fn run(loaded: Loaded) -> ExitCode {
         }
     };
     let addr_file = loaded.home.join("run").join("clace.addr");
-    write_addr_file(&addr_file, &urls);
+    write_addr_file(&addr_file, &daemon.urls());
 
-    let code = match wait_for_stop(&daemon).await {
+    let code = match wait_for_stop(&mut daemon, cli_file.as_deref(), &addr_file).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("clace: cannot handle signals: {e}");
@@ -72,7 +74,11 @@ async fn run(loaded: Loaded) -> ExitCode {
 
 /// Handles signals until SIGTERM/SIGINT, then stops gracefully; a second
 /// SIGINT (or SIGTERM) during the graceful stop ends the process at once.
-async fn wait_for_stop(daemon: &Daemon) -> std::io::Result<()> {
+async fn wait_for_stop(
+    daemon: &mut Daemon,
+    cli_file: Option<&Path>,
+    addr_file: &Path,
+) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -82,7 +88,7 @@ async fn wait_for_stop(daemon: &Daemon) -> std::io::Result<()> {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => log::warn!(target: TARGET, "SIGHUP: re-reading the configuration while running is not supported yet; restart the daemon to apply changes"),
+            _ = hup.recv() => reload(daemon, cli_file, addr_file),
             _ = usr1.recv() => {
                 log::info!(target: TARGET, "SIGUSR1: restarting the cert store (full rescan)");
                 daemon.restart(ActorName::CertStore);
@@ -103,6 +109,32 @@ async fn wait_for_stop(daemon: &Daemon) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGHUP: re-reads the configuration the way start-up found it. An
+/// invalid one changes nothing; a valid one is applied to the actors whose
+/// settings changed (see `Daemon::reconfigure`).
+fn reload(daemon: &mut Daemon, cli_file: Option<&Path>, addr_file: &Path) {
+    log::info!(target: TARGET, "SIGHUP: re-reading the configuration");
+    let loaded = match crate::config::load(cli_file) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!(target: TARGET, "SIGHUP: the configuration is not valid, nothing changed: {e}");
+            return;
+        }
+    };
+    if loaded.log_level != daemon_log_level() {
+        log::warn!(target: TARGET, "logging.level changes apply at the next start");
+    }
+    for error in daemon.reconfigure(loaded.settings) {
+        log::error!(target: TARGET, "SIGHUP: {error}");
+    }
+    write_addr_file(addr_file, &daemon.urls());
+    log::info!(target: TARGET, "SIGHUP: configuration applied");
+}
+
+fn daemon_log_level() -> String {
+    log::max_level().to_string().to_lowercase()
 }
 
 /// `$CL_HOME/run/clace.addr`: the URLs the daemon listens on, one a line,

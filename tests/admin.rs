@@ -171,3 +171,56 @@ fn metrics_and_certs_endpoints() {
         .is_some_and(|f| f.ends_with("m.test.crt")));
     assert!(list.iter().any(|c| c["source"] == "self-signed"), "{certs}");
 }
+
+#[test]
+fn sighup_applies_a_new_route_and_ignores_an_invalid_file() {
+    let world = World::with_certs();
+    let site = world.root().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("a.txt"), "from the new route").unwrap();
+    world.configure("", "", "");
+    let mut daemon = world.serve_ready();
+    assert_eq!(get(daemon.http, "/s/a.txt").status, 404, "no route yet");
+
+    // A keep-alive HTTPS-free check: the HTTP connection survives the reload.
+    let stream = connect(daemon.http).unwrap();
+    let ask = |mut s: &std::net::TcpStream, path: &str| {
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        read_response(s.try_clone().unwrap(), false).unwrap()
+    };
+    assert_eq!(ask(&stream, "/_clace/health").status, 200);
+
+    world.configure(
+        "",
+        "",
+        &format!(
+            "[[route]]\npath = \"/s\"\nstatic = {}\n",
+            crate::util::toml_path(&site)
+        ),
+    );
+    daemon.proc.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(DEADLINE, || get(daemon.http, "/s/a.txt").status == 200),
+        "the new route is served after SIGHUP; stderr:\n{}",
+        daemon.proc.stderr()
+    );
+    assert_eq!(ask(&stream, "/s/a.txt").text(), "from the new route");
+    assert_eq!(
+        restarts(daemon.http, "http"),
+        0.0,
+        "a route change restarts nothing"
+    );
+
+    // An invalid file changes nothing and is logged.
+    world.clace.write_config("[http]\nport = \"not a port\"\n");
+    daemon.proc.signal(Signal::SIGHUP);
+    daemon
+        .proc
+        .wait_for_line("the configuration is not valid", DEADLINE);
+    assert_eq!(
+        get(daemon.http, "/s/a.txt").status,
+        200,
+        "old configuration kept"
+    );
+    assert!(daemon.proc.is_running());
+}

@@ -18,7 +18,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::HttpServer;
 
 use crate::health::{ActorName, ActorState, Health};
-use crate::messages::{Restart, Shutdown};
+use crate::messages::{Rebind, Restart, Shutdown};
 use crate::router::{self, RouterState, Scheme};
 
 /// Connection limits of both listeners (documented in the README).
@@ -246,6 +246,21 @@ impl Handler<Restart> for Listener {
 
     fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
         // Asked for, not a failure: no backoff.
+        self.failures = 0;
+        ctx.stop();
+    }
+}
+
+impl Handler<Rebind> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rebind, ctx: &mut Context<Self>) {
+        log::info!(target: self.target(), "{} listener moves to {}", self.name.as_str(), msg.host);
+        self.host = msg.host;
+        // Replacing our duplicate closes the old port once its server has
+        // stopped; the new bind is announced like the first one.
+        self.socket = Some(msg.socket);
+        self.announced = false;
         self.failures = 0;
         ctx.stop();
     }

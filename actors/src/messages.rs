@@ -54,3 +54,29 @@ pub struct RawEvents {
 pub struct SubscribeWatcher {
     pub watcher: actix::Recipient<WatchDirs>,
 }
+
+/// Supervisor -> listener (SIGHUP): serve on this new socket and host from
+/// now on; the old server stops gracefully and the old socket closes.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Rebind {
+    pub host: String,
+    pub socket: std::net::TcpListener,
+}
+
+/// Supervisor -> cert store (SIGHUP): new settings; the store restarts with
+/// a full rescan.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReconfigureStore {
+    pub settings: crate::certs::store::StoreSettings,
+}
+
+/// Supervisor -> watcher (SIGHUP): new mode and rescan interval; the
+/// watcher restarts.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReconfigureWatcher {
+    pub mode: crate::settings::CertWatch,
+    pub rescan_interval: std::time::Duration,
+}

@@ -21,12 +21,12 @@ use crate::certs::resolver::{server_config, CertResolver};
 use crate::certs::snapshot::Snapshot;
 use crate::certs::store::{CertStore, StoreSettings};
 use crate::health::{ActorName, ActorState, Health};
-use crate::listener::{Limits, Listener};
-use crate::messages::{Rescan, Restart, Shutdown};
+use crate::listener::{self, Limits, Listener};
+use crate::messages::{Rebind, ReconfigureStore, ReconfigureWatcher, Rescan, Restart, Shutdown};
 use crate::metrics::Metrics;
 use crate::router::admin::{Admin, Control};
 use crate::router::{RouteTable, RouterState};
-use crate::settings::Settings;
+use crate::settings::{Port, Settings};
 use crate::watcher::Watcher;
 
 /// Sockets bound before the actors start (`None`: that listener is disabled).
@@ -46,6 +46,13 @@ pub enum StartError {
 pub struct Daemon {
     pub health: Arc<Health>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    settings: Settings,
+    limits: Limits,
+    router: Arc<RouterState>,
+    resolver: Arc<CertResolver>,
+    /// `http://HOST:PORT` and `https://HOST:PORT` of the bound listeners.
+    http_url: Option<String>,
+    https_url: Option<String>,
     certstore: Addr<CertStore>,
     watcher: Addr<Watcher>,
     http: Option<Addr<Listener>>,
@@ -113,9 +120,14 @@ impl Daemon {
             log::warn!(target: "clace::http", "redirect_to_https is set but HTTPS is disabled: requests are served on HTTP");
         }
 
+        let http_url = bound
+            .http
+            .as_ref()
+            .map(|s| url("http", &settings.http.host, s));
+        let https_url = bound.https.as_ref().map(|s| url("https", &https.host, s));
         let https_listener = match bound.https {
             Some(socket) => {
-                let tls = Arc::new(server_config(resolver)?);
+                let tls = Arc::new(server_config(Arc::clone(&resolver))?);
                 let l = Listener::new(
                     https.host.clone(),
                     socket,
@@ -159,11 +171,17 @@ impl Daemon {
             restart.insert(ActorName::Https, a.clone().recipient());
         }
         // Set once, right after start; nothing else sets it.
-        let _ = router.admin.control.set(Control { restart });
+        let _ = router.admin.control.set(Control::new(restart));
 
         Ok(Daemon {
             health,
             snapshot,
+            settings: settings.clone(),
+            limits,
+            router,
+            resolver,
+            http_url,
+            https_url,
             certstore,
             watcher,
             http: http_listener,
@@ -190,6 +208,166 @@ impl Daemon {
         true
     }
 
+    /// Applies a new configuration (SIGHUP): routes and the redirect switch
+    /// are swapped in place (no restart, no dropped connection); a listener
+    /// whose host or port changed is moved to a newly bound socket (or
+    /// stopped, or started); the cert store and the watcher restart when
+    /// their settings changed. Nothing else is touched. A port that cannot
+    /// be bound keeps that listener where it was, and the error is returned.
+    pub fn reconfigure(&mut self, new: Settings) -> Vec<String> {
+        let mut errors = Vec::new();
+        let old = std::mem::replace(&mut self.settings, new.clone());
+        if old.routes != new.routes || old.http.redirect_to_https != new.http.redirect_to_https {
+            self.router
+                .routes
+                .store(Arc::new(RouteTable::new(new.routes.clone())));
+            self.router.redirect_to_https.store(
+                new.http.redirect_to_https,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            log::info!(target: "clace::supervisor", "routes updated: {} routes", new.routes.len());
+        }
+        let http = (
+            old.http.host.clone(),
+            old.http.port,
+            new.http.host.clone(),
+            new.http.port,
+        );
+        if let Err(e) = self.move_listener(false, http) {
+            errors.push(e);
+            self.settings.http.host = old.http.host.clone();
+            self.settings.http.port = old.http.port;
+        }
+        let https = (
+            old.https.host.clone(),
+            old.https.port,
+            new.https.host.clone(),
+            new.https.port,
+        );
+        if let Err(e) = self.move_listener(true, https) {
+            errors.push(e);
+            self.settings.https.host = old.https.host.clone();
+            self.settings.https.port = old.https.port;
+        }
+        let store_settings = |s: &Settings| StoreSettings {
+            cert_location: s.https.cert_location.clone(),
+            lookup_enabled: s.https.enable_cert_lookup,
+            rescan_interval: s.https.cert_rescan_interval,
+        };
+        if store_settings(&old) != store_settings(&new) {
+            log::info!(target: "clace::supervisor", "certificate settings changed: restarting the cert store");
+            self.certstore.do_send(ReconfigureStore {
+                settings: store_settings(&new),
+            });
+        }
+        if old.https.cert_watch != new.https.cert_watch
+            || old.https.cert_rescan_interval != new.https.cert_rescan_interval
+        {
+            log::info!(target: "clace::supervisor", "watch settings changed: restarting the watcher");
+            self.watcher.do_send(ReconfigureWatcher {
+                mode: new.https.cert_watch,
+                rescan_interval: new.https.cert_rescan_interval,
+            });
+        }
+        errors
+    }
+
+    /// Moves, stops or starts one listener after a configuration change.
+    fn move_listener(
+        &mut self,
+        tls: bool,
+        (old_host, old_port, host, port): (String, Port, String, Port),
+    ) -> Result<(), String> {
+        let (name, scheme) = if tls {
+            (ActorName::Https, "https")
+        } else {
+            (ActorName::Http, "http")
+        };
+        if old_host == host && old_port == port {
+            return Ok(());
+        }
+        let current = if tls {
+            self.https.take()
+        } else {
+            self.http.take()
+        };
+        let Port::Bind(number) = port else {
+            if let Some(addr) = current {
+                addr.do_send(Shutdown);
+                log::info!(target: "clace::supervisor", "{scheme} disabled: its listener stops");
+            }
+            self.health.set(name, ActorState::Disabled);
+            if tls {
+                self.https_url = None
+            } else {
+                self.http_url = None
+            }
+            self.router.admin.control.get().map(|c| c.remove(name));
+            return Ok(());
+        };
+        let socket = match listener::bind(&host, number) {
+            Ok(s) => s,
+            Err(e) => {
+                if tls {
+                    self.https = current
+                } else {
+                    self.http = current
+                }
+                return Err(format!("cannot bind the {scheme} listener to {host}:{number}: {e}; it stays where it was"));
+            }
+        };
+        let new_url = Some(url(scheme, &host, &socket));
+        if tls {
+            self.https_url = new_url
+        } else {
+            self.http_url = new_url
+        }
+        let addr = match current {
+            Some(addr) => {
+                addr.do_send(Rebind { host, socket });
+                addr
+            }
+            None => {
+                let tls_config = if tls {
+                    match server_config(Arc::clone(&self.resolver)) {
+                        Ok(c) => Some(Arc::new(c)),
+                        Err(e) => return Err(format!("cannot build the TLS configuration: {e}")),
+                    }
+                } else {
+                    None
+                };
+                let l = Listener::new(
+                    host,
+                    socket,
+                    tls_config,
+                    Arc::clone(&self.router),
+                    Arc::clone(&self.health),
+                    self.limits,
+                );
+                let addr = Supervisor::start(move |_| l);
+                if let Some(c) = self.router.admin.control.get() {
+                    c.insert(name, addr.clone().recipient());
+                }
+                addr
+            }
+        };
+        if tls {
+            self.https = Some(addr)
+        } else {
+            self.http = Some(addr)
+        }
+        Ok(())
+    }
+
+    /// The URLs the listeners are bound to now, HTTP first.
+    pub fn urls(&self) -> Vec<String> {
+        self.http_url
+            .iter()
+            .chain(&self.https_url)
+            .cloned()
+            .collect()
+    }
+
     /// A full rescan of the certificate folders, now.
     pub fn rescan(&self) {
         self.certstore.do_send(Rescan);
@@ -207,4 +385,10 @@ impl Daemon {
             let _ = f.await;
         }
     }
+}
+
+/// `SCHEME://HOST:PORT` with the real port of a bound socket.
+fn url(scheme: &str, host: &str, socket: &TcpListener) -> String {
+    let port = socket.local_addr().map_or(0, |a| a.port());
+    format!("{scheme}://{host}:{port}")
 }

@@ -20,7 +20,9 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::certs::store::CertStore;
 use crate::health::{ActorName, ActorState, Health};
-use crate::messages::{PathsChanged, RawEvents, Restart, SubscribeWatcher, WatchDirs};
+use crate::messages::{
+    PathsChanged, RawEvents, ReconfigureWatcher, Restart, SubscribeWatcher, WatchDirs,
+};
 use crate::settings::CertWatch;
 
 const TARGET: &str = "clace::watcher";
@@ -210,6 +212,16 @@ impl Handler<RawEvents> for Watcher {
             ctx.run_later(QUIET, |act, ctx| act.flush(ctx));
         }
         self.last_event = Some(now);
+    }
+}
+
+impl Handler<ReconfigureWatcher> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReconfigureWatcher, ctx: &mut Context<Self>) {
+        self.mode = msg.mode;
+        self.rescan_interval = msg.rescan_interval;
+        ctx.stop();
     }
 }
 

@@ -24,7 +24,9 @@ use crate::certs::pair::{read_pair, Pair, Source};
 use crate::certs::selfsigned;
 use crate::certs::snapshot::Snapshot;
 use crate::health::{ActorName, ActorState, Health};
-use crate::messages::{PathsChanged, Rescan, Restart, SubscribeWatcher, WatchDirs};
+use crate::messages::{
+    PathsChanged, ReconfigureStore, Rescan, Restart, SubscribeWatcher, WatchDirs,
+};
 use crate::metrics::Metrics;
 
 const TARGET: &str = "clace::certstore";
@@ -32,7 +34,7 @@ const TARGET: &str = "clace::certstore";
 pub const DEFAULT_STEM: &str = "default";
 
 /// What the store needs to know of the configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreSettings {
     pub cert_location: PathBuf,
     pub lookup_enabled: bool,
@@ -424,6 +426,7 @@ impl Supervised for CertStore {
         for slot in self.slots.values_mut() {
             slot.seen = None;
         }
+        self.ensure_default(true);
         self.refresh(Scope::All);
         self.check_expired_self_signed();
     }
@@ -451,6 +454,19 @@ impl Handler<Restart> for CertStore {
     type Result = ();
 
     fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<ReconfigureStore> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReconfigureStore, ctx: &mut Context<Self>) {
+        if msg.settings.cert_location != self.settings.cert_location {
+            // Another folder: nothing of the old one is served any more.
+            self.slots.clear();
+        }
+        self.settings = msg.settings;
         ctx.stop();
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use actix::Recipient;
 use actix_web::http::{Method, StatusCode};
@@ -36,9 +36,35 @@ pub struct Admin {
     pub control: OnceLock<Control>,
 }
 
-/// The actors that can be restarted on request.
+/// The actors that can be restarted on request. A listener started or
+/// stopped by a configuration reload is added or removed; the lock is held
+/// only to copy one recipient out.
 pub struct Control {
-    pub restart: HashMap<ActorName, Recipient<Restart>>,
+    restart: Mutex<HashMap<ActorName, Recipient<Restart>>>,
+}
+
+impl Control {
+    pub fn new(restart: HashMap<ActorName, Recipient<Restart>>) -> Control {
+        Control {
+            restart: Mutex::new(restart),
+        }
+    }
+
+    pub fn get(&self, actor: ActorName) -> Option<Recipient<Restart>> {
+        self.restart.lock().ok()?.get(&actor).cloned()
+    }
+
+    pub fn insert(&self, actor: ActorName, recipient: Recipient<Restart>) {
+        if let Ok(mut map) = self.restart.lock() {
+            map.insert(actor, recipient);
+        }
+    }
+
+    pub fn remove(&self, actor: ActorName) {
+        if let Ok(mut map) = self.restart.lock() {
+            map.remove(&actor);
+        }
+    }
 }
 
 impl Admin {
@@ -134,7 +160,7 @@ impl Admin {
         if req.method() != Method::POST {
             return method_not_allowed("POST");
         }
-        let recipient = self.control.get().and_then(|c| c.restart.get(&actor));
+        let recipient = self.control.get().and_then(|c| c.get(actor));
         match recipient {
             Some(r) => {
                 log::info!(target: "clace::supervisor", "restart of {} asked over /_clace/", actor.as_str());

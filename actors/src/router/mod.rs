@@ -6,12 +6,13 @@ pub mod proxy;
 pub mod routes;
 pub mod static_files;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use arc_swap::ArcSwap;
 
 use crate::settings::RouteTarget;
 use admin::Admin;
@@ -23,8 +24,9 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What every request handler of both listeners shares.
 pub struct RouterState {
-    pub routes: RouteTable,
-    pub redirect_to_https: bool,
+    /// Swapped whole on SIGHUP; a request reads one version.
+    pub routes: ArcSwap<RouteTable>,
+    pub redirect_to_https: AtomicBool,
     /// The bound HTTPS port for redirects; 0 while HTTPS is not listening.
     pub https_port: AtomicU32,
     pub admin: Admin,
@@ -33,8 +35,8 @@ pub struct RouterState {
 impl RouterState {
     pub fn new(routes: RouteTable, redirect_to_https: bool, admin: Admin) -> RouterState {
         RouterState {
-            routes,
-            redirect_to_https,
+            routes: ArcSwap::from_pointee(routes),
+            redirect_to_https: AtomicBool::new(redirect_to_https),
             https_port: AtomicU32::new(0),
             admin,
         }
@@ -91,13 +93,14 @@ async fn handle(
     if path == "/_clace" || path.starts_with("/_clace/") {
         return state.admin.handle(&req).await;
     }
-    if *scheme.get_ref() == Scheme::Http && state.redirect_to_https {
+    if *scheme.get_ref() == Scheme::Http && state.redirect_to_https.load(Ordering::Relaxed) {
         if let Some(resp) = redirect(&req, &state) {
             return resp;
         }
     }
     let host = request_host(&req);
-    let Some(route) = state.routes.find(host.as_deref(), path) else {
+    let table = state.routes.load();
+    let Some(route) = table.find(host.as_deref(), path) else {
         return plain(
             actix_web::http::StatusCode::NOT_FOUND,
             "not found: no route matches this host and path\n",

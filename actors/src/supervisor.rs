@@ -302,7 +302,9 @@ impl Daemon {
             } else {
                 self.http_url = None
             }
-            self.router.admin.control.get().map(|c| c.remove(name));
+            if let Some(c) = self.router.admin.control.get() {
+                c.remove(name);
+            }
             return Ok(());
         };
         let socket = match listener::bind(&host, number) {

@@ -29,6 +29,10 @@ use crate::router::{RouteTable, RouterState};
 use crate::settings::{Port, Settings};
 use crate::watcher::Watcher;
 
+/// Whether this build has an ACME issuer to answer TLS-ALPN-01 challenges:
+/// until it does, `acme-tls/1` is not offered in ALPN.
+const ACME_ISSUER: bool = false;
+
 /// Sockets bound before the actors start (`None`: that listener is disabled).
 #[derive(Debug, Default)]
 pub struct Bound {
@@ -127,7 +131,7 @@ impl Daemon {
         let https_url = bound.https.as_ref().map(|s| url("https", &https.host, s));
         let https_listener = match bound.https {
             Some(socket) => {
-                let tls = Arc::new(server_config(Arc::clone(&resolver))?);
+                let tls = Arc::new(server_config(Arc::clone(&resolver), ACME_ISSUER)?);
                 let l = Listener::new(
                     https.host.clone(),
                     socket,
@@ -298,6 +302,10 @@ impl Daemon {
             }
             self.health.set(name, ActorState::Disabled);
             if tls {
+                // Nothing to redirect to any more.
+                self.router.https_port.store(0, std::sync::atomic::Ordering::Release);
+            }
+            if tls {
                 self.https_url = None
             } else {
                 self.http_url = None
@@ -331,7 +339,7 @@ impl Daemon {
             }
             None => {
                 let tls_config = if tls {
-                    match server_config(Arc::clone(&self.resolver)) {
+                    match server_config(Arc::clone(&self.resolver), ACME_ISSUER) {
                         Ok(c) => Some(Arc::new(c)),
                         Err(e) => return Err(format!("cannot build the TLS configuration: {e}")),
                     }

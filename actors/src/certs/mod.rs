@@ -8,7 +8,9 @@ pub mod resolver;
 pub mod selfsigned;
 pub mod snapshot;
 
-/// Now, as Unix seconds (what validity checks compare against).
+/// Now, as Unix seconds (what validity checks compare against). A clock
+/// before 1970 (never on a working host) counts as 1970, which only makes
+/// every certificate "not yet valid".
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

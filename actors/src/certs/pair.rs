@@ -462,8 +462,41 @@ fn pem_error(e: rustls_pki_types::pem::Error, file: &str) -> PairError {
     .into()
 }
 
+/// The largest `.crt` or `.key` read: a long chain of RSA 4096 certificates
+/// is a few tens of KiB; anything bigger is not a certificate file.
+pub const MAX_PEM_SIZE: u64 = 1024 * 1024;
+
+/// Reads a certificate or key file safely: it is opened without blocking
+/// (a FIFO dropped in the folder must not freeze the cert store), must be a
+/// regular file, and is read up to [`MAX_PEM_SIZE`] (a link to `/dev/zero`
+/// must not fill the memory).
+pub fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_PEM_SIZE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB",
+            MAX_PEM_SIZE / 1024
+        )));
+    }
+    let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_PEM_SIZE + 1).read_to_end(&mut content)?;
+    if content.len() as u64 > MAX_PEM_SIZE {
+        return Err(std::io::Error::other("grew past the size limit while being read"));
+    }
+    Ok(content)
+}
+
 fn read_file(path: &Path, name: &str) -> Result<Vec<u8>, PairError> {
-    std::fs::read(path).map_err(|e| {
+    read_limited(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             UnreadableReason::Missing {
                 file: name.to_owned(),

@@ -8,7 +8,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::ring;
@@ -55,7 +54,7 @@ impl CertResolver {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
         let snapshot = self.shared.load();
         snapshot
-            .select(sni, alpn_acme, unix_now())
+            .select(sni, alpn_acme, super::now())
             .map(|selection| selection.certified)
     }
 }
@@ -72,29 +71,24 @@ impl ResolvesServerCert for CertResolver {
 /// The rustls configuration of the HTTPS listener.
 ///
 /// ring only, TLS 1.2 and 1.3, no client authentication. ALPN prefers `h2`,
-/// then `http/1.1` (interface §4); `acme-tls/1` is accepted last, because
-/// rustls refuses a client whose protocols it does not list and the ACME
-/// validator offers nothing else (RFC 8737 §3). Browsers never offer it, so
-/// they see only the first two. Session resumption is on: an in-memory
+/// then `http/1.1` (interface §4). With `acme`, `acme-tls/1` is accepted
+/// last, because rustls refuses a client whose protocols it does not list
+/// and the ACME validator offers nothing else (RFC 8737 §3); browsers never
+/// offer it. Without an ACME issuer it is not offered at all. Session resumption is on: an in-memory
 /// session cache for TLS 1.2 and stateless tickets, which spare the
 /// resolver and a full key exchange on a reconnection.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, rustls::Error> {
+pub fn server_config(resolver: Arc<CertResolver>, acme: bool) -> Result<ServerConfig, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.ticketer = ring::Ticketer::new()?;
     Ok(config)
-}
-
-/// Unix seconds. A clock before 1970 (never on a working host) counts as
-/// 1970, which only makes every certificate "not yet valid".
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -250,7 +244,7 @@ mod tests {
     fn fixture(snapshot: Snapshot) -> Fixture {
         let shared = Arc::new(ArcSwap::from_pointee(snapshot));
         let resolver = Arc::new(CertResolver::new(Arc::clone(&shared)));
-        let server = Arc::new(server_config(Arc::clone(&resolver)).unwrap());
+        let server = Arc::new(server_config(Arc::clone(&resolver), true).unwrap());
         Fixture {
             server,
             resolver,

@@ -66,12 +66,17 @@ pub enum SelfSignedError {
 /// `dir` is created with mode 0700 if missing. The key is never readable by
 /// anyone else, not even for an instant: each file is written under a
 /// temporary dot-name (ignored by the scanner) created with mode 0600,
-/// synced, then renamed into place, the key first and the certificate last,
+/// synced, then put into place, the key first and the certificate last,
 /// so a watcher that sees `default.crt` appear finds its key already there.
-pub fn generate(dir: &Path) -> Result<(), SelfSignedError> {
+///
+/// With `replace = false` nothing that exists is ever overwritten: the files
+/// are linked into place (which fails if the name exists) rather than
+/// renamed, so an operator's file that arrives at the same moment wins.
+/// `replace = true` (an expired self-signed default) renames over them.
+pub fn generate(dir: &Path, replace: bool) -> Result<(), SelfSignedError> {
     create_dir(dir)?;
     let names = san_names();
-    let (cert_pem, key_pem) = make_pem(&names, unix_now())?;
+    let (cert_pem, key_pem) = make_pem(&names, super::now())?;
     let cert_path = dir.join(format!("{DEFAULT_STEM}.crt"));
     let key_path = dir.join(format!("{DEFAULT_STEM}.key"));
     let key_tmp = write_temp(dir, &key_path, key_pem.as_bytes())?;
@@ -82,7 +87,7 @@ pub fn generate(dir: &Path) -> Result<(), SelfSignedError> {
             return Err(e);
         }
     };
-    if let Err(error) = fs::rename(&key_tmp, &key_path) {
+    if let Err(error) = put_in_place(&key_tmp, &key_path, replace) {
         let _ = fs::remove_file(&key_tmp);
         let _ = fs::remove_file(&cert_tmp);
         return Err(SelfSignedError::Write {
@@ -90,7 +95,7 @@ pub fn generate(dir: &Path) -> Result<(), SelfSignedError> {
             error,
         });
     }
-    if let Err(error) = fs::rename(&cert_tmp, &cert_path) {
+    if let Err(error) = put_in_place(&cert_tmp, &cert_path, replace) {
         let _ = fs::remove_file(&cert_tmp);
         return Err(SelfSignedError::Write {
             file: cert_path,
@@ -108,6 +113,16 @@ pub fn generate(dir: &Path) -> Result<(), SelfSignedError> {
         names.join(", ")
     );
     Ok(())
+}
+
+/// Renames `tmp` to `path`, or (not replacing) links it there and removes
+/// the temporary name: `link` fails if `path` exists, atomically.
+fn put_in_place(tmp: &Path, path: &Path, replace: bool) -> std::io::Result<()> {
+    if replace {
+        return fs::rename(tmp, path);
+    }
+    fs::hard_link(tmp, path)?;
+    fs::remove_file(tmp)
 }
 
 /// Whether `pair` is a default clace made that has expired at `now`, and so
@@ -226,12 +241,6 @@ fn write_temp(dir: &Path, target: &Path, content: &[u8]) -> Result<PathBuf, Self
     Ok(tmp)
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -249,7 +258,7 @@ mod tests {
     fn generates_a_readable_marked_pair() {
         let tmp = TempDir::new("selfsigned");
         let dir = tmp.path().join("new").join("certs");
-        generate(&dir).unwrap();
+        generate(&dir, false).unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&tmp.path().join("new")), 0o700);
         let key = dir.join("default.key");
@@ -268,7 +277,7 @@ mod tests {
         assert_eq!(pair.subject, format!("CN={SELF_SIGNED_CN}"));
         assert_eq!(pair.names[0], "localhost");
         assert!(pair.names.iter().all(|n| n != "127.0.0.1"));
-        let now = unix_now();
+        let now = super::now();
         assert!((pair.not_before - (now - 3600)).abs() < 60);
         assert!((pair.not_after - (now + 365 * 86400)).abs() < 60);
         assert!(!is_expired_self_signed(&pair, now));
@@ -302,7 +311,7 @@ mod tests {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o750)).unwrap();
         fs::write(dir.join("default.crt"), "old").unwrap();
         fs::write(dir.join("default.key"), "old").unwrap();
-        generate(dir).unwrap();
+        generate(dir, false).unwrap();
         // An existing folder is not re-moded.
         assert_eq!(mode(dir), 0o750);
         let pair = read_pair(
@@ -358,7 +367,7 @@ mod tests {
         let tmp = TempDir::new("selfsigned-fail");
         let file = tmp.path().join("file");
         fs::write(&file, "x").unwrap();
-        let err = generate(&file.join("sub")).unwrap_err();
+        let err = generate(&file.join("sub"), false).unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with("cannot create certificate folder"),

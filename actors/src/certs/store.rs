@@ -95,6 +95,8 @@ pub struct CertStore {
     slots: BTreeMap<String, Slot>,
     watcher: Option<Recipient<WatchDirs>>,
     watched: BTreeSet<PathBuf>,
+    /// `default.key` without `default.crt` was reported (log it once).
+    lone_default_key: bool,
 }
 
 impl CertStore {
@@ -114,8 +116,9 @@ impl CertStore {
             slots: BTreeMap::new(),
             watcher: None,
             watched: BTreeSet::new(),
+            lone_default_key: false,
         };
-        store.ensure_default(true);
+        store.ensure_default();
         store.refresh(Scope::All);
         store.check_expired_self_signed();
         store
@@ -126,27 +129,34 @@ impl CertStore {
         self.shared.load_full()
     }
 
-    /// Creates the self-signed default when `default.crt` is missing (or, at
-    /// start, when either file of the pair is missing).
-    fn ensure_default(&mut self, at_start: bool) {
+    /// Creates the self-signed default when neither `default.crt` nor
+    /// `default.key` exists. One file without the other is a pair on its
+    /// way (or half deleted): it is never overwritten, and until it is whole
+    /// there is no default to serve, which the log says once.
+    fn ensure_default(&mut self) {
         let dir = &self.settings.cert_location;
         let crt = dir.join("default.crt");
         let key = dir.join("default.key");
-        let missing = if at_start {
-            !crt.exists() || !key.exists()
-        } else {
-            !crt.exists()
-        };
-        if !missing {
-            return;
-        }
-        match selfsigned::generate(dir) {
-            Ok(()) => {
-                log::info!(target: TARGET, "created a self-signed default certificate {}", crt.display())
+        // `symlink_metadata`: a dangling link is still the operator's file.
+        let crt_there = std::fs::symlink_metadata(&crt).is_ok();
+        let key_there = std::fs::symlink_metadata(&key).is_ok();
+        match (crt_there, key_there) {
+            (false, false) => {
+                self.lone_default_key = false;
+                if let Err(e) = selfsigned::generate(dir, false) {
+                    log::error!(target: TARGET, "cannot create the self-signed default in {}: {e}", dir.display());
+                }
             }
-            Err(e) => {
-                log::error!(target: TARGET, "cannot create the self-signed default in {}: {e}", dir.display())
+            (false, true) if !self.lone_default_key => {
+                self.lone_default_key = true;
+                log::warn!(
+                    target: TARGET,
+                    "{} exists without {}: no default certificate until the pair is whole",
+                    key.display(),
+                    crt.display()
+                );
             }
+            _ => {}
         }
     }
 
@@ -161,7 +171,7 @@ impl CertStore {
         if expired {
             log::warn!(target: TARGET, "the self-signed default certificate has expired; making a new one");
             let dir = self.settings.cert_location.clone();
-            match selfsigned::generate(&dir) {
+            match selfsigned::generate(&dir, true) {
                 Ok(()) => self.refresh(Scope::Stems(BTreeSet::from([DEFAULT_STEM.to_string()]))),
                 Err(e) => {
                     log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display())
@@ -185,10 +195,8 @@ impl CertStore {
         for stem in &stems {
             changed |= self.check_pair(stem);
         }
-        if !self.slots.contains_key(DEFAULT_STEM)
-            || !self.settings.cert_location.join("default.crt").exists()
-        {
-            self.ensure_default(false);
+        if !self.slots.contains_key(DEFAULT_STEM) {
+            self.ensure_default();
             changed |= self.check_pair(DEFAULT_STEM);
         }
         if changed {
@@ -410,7 +418,12 @@ impl Actor for CertStore {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.health.set(ActorName::CertStore, ActorState::Running);
         let every = self.settings.rescan_interval;
-        ctx.run_interval(every, |act, _| act.refresh(Scope::All));
+        ctx.run_interval(every, |act, _| {
+            act.refresh(Scope::All);
+            // A daemon that runs for more than a year replaces its expired
+            // self-signed default here.
+            act.check_expired_self_signed();
+        });
         log::info!(target: TARGET, "cert store running on {} ({} pairs), rescanning every {every:?}", self.settings.cert_location.display(), self.slots.len());
     }
 }
@@ -426,7 +439,7 @@ impl Supervised for CertStore {
         for slot in self.slots.values_mut() {
             slot.seen = None;
         }
-        self.ensure_default(true);
+        self.ensure_default();
         self.refresh(Scope::All);
         self.check_expired_self_signed();
     }
@@ -477,6 +490,8 @@ impl Handler<SubscribeWatcher> for CertStore {
     fn handle(&mut self, msg: SubscribeWatcher, _ctx: &mut Context<Self>) {
         self.watcher = Some(msg.watcher);
         self.send_watch();
+        // Whatever changed while the watcher was (re)starting had no event.
+        self.refresh(Scope::All);
     }
 }
 

@@ -302,8 +302,16 @@ fn inside(root: &Path, path: &Path) -> Result<PathBuf, Lookup> {
 
 /// Opens `canonical` and checks, on the open handle, that it is a regular
 /// file (so a file swapped for something else after the stat is not served).
+/// The open does not block: opening a FIFO for reading would otherwise wait
+/// for a writer and hold a blocking-pool thread. O_NONBLOCK changes nothing
+/// for reads of a regular file.
 fn open_regular(canonical: &Path, name: PathBuf) -> Lookup {
-    let file = match File::open(canonical) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(canonical);
+    let file = match opened {
         Ok(file) => file,
         Err(err) => return io_failure(canonical, &err),
     };

@@ -311,7 +311,15 @@ mod tests {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o750)).unwrap();
         fs::write(dir.join("default.crt"), "old").unwrap();
         fs::write(dir.join("default.key"), "old").unwrap();
-        generate(dir, false).unwrap();
+        // Not replacing: an existing file is never overwritten...
+        assert!(generate(dir, false).is_err());
+        assert_eq!(fs::read_to_string(dir.join("default.key")).unwrap(), "old");
+        assert_eq!(fs::read_to_string(dir.join("default.crt")).unwrap(), "old");
+        // ...and nothing temporary is left behind.
+        let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // Replacing (an expired self-signed default) overwrites both.
+        generate(dir, true).unwrap();
         // An existing folder is not re-moded.
         assert_eq!(mode(dir), 0o750);
         let pair = read_pair(

@@ -561,3 +561,177 @@ fn inode(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).expect("stat").ino()
 }
+
+#[test]
+fn folder_symlink_switch_is_served_within_a_second() {
+    // A deploy layout: cert_location/s.test.crt -> current/s.crt, and
+    // `current` a link to a release folder, switched atomically.
+    let world = World::with_certs();
+    let default = make_pair(&["default.test"]);
+    install_pair(&world.certs, "default", &default);
+    let deploy = world.root().join("deploy");
+    let releases = deploy.join("releases");
+    let mut versions = Vec::new();
+    for v in 1..=3 {
+        let dir = releases.join(format!("v{v}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let pair = make_pair(&["s.test"]);
+        fs::write(dir.join("s.crt"), &pair.cert_pem).expect("write");
+        fs::write(dir.join("s.key"), &pair.key_pem).expect("write");
+        versions.push(pair);
+    }
+    symlink("releases/v1", deploy.join("current")).expect("link");
+    symlink(deploy.join("current/s.crt"), world.crt("s.test")).expect("link");
+    symlink(deploy.join("current/s.key"), world.key("s.test")).expect("link");
+    world.configure("", "", "");
+    let r = start(world, default, "s.test", &versions[0].serial);
+    for (v, pair) in versions.iter().enumerate().skip(1) {
+        let tmp = deploy.join("current.new");
+        symlink(format!("releases/v{}", v + 1), &tmp).expect("link");
+        fs::rename(&tmp, deploy.join("current")).expect("switch");
+        let done = Instant::now();
+        let latency = r
+            .tls
+            .assert_served_within(Some("s.test"), &pair.serial, done, RELOAD_LIMIT);
+        report(&format!("folder link switch v{}", v + 1), latency);
+    }
+}
+
+#[test]
+fn renamed_target_folder_keeps_being_watched() {
+    // The folder the links point into is replaced by a rename, twice: the
+    // watch must follow the new folder, not the one renamed away.
+    let world = World::with_certs();
+    let default = make_pair(&["default.test"]);
+    install_pair(&world.certs, "default", &default);
+    let store = world.root().join("store");
+    let live = store.join("live");
+    fs::create_dir_all(&live).expect("mkdir");
+    let v1 = make_pair(&["r.test"]);
+    install_pair(&live, "r", &v1);
+    symlink(live.join("r.crt"), world.crt("r.test")).expect("link");
+    symlink(live.join("r.key"), world.key("r.test")).expect("link");
+    world.configure("", "", "");
+    let r = start(world, default, "r.test", &v1.serial);
+
+    let v2 = make_pair(&["r.test"]);
+    let next = store.join("live.new");
+    fs::create_dir_all(&next).expect("mkdir");
+    install_pair(&next, "r", &v2);
+    fs::rename(&live, store.join("live.old")).expect("move away");
+    fs::rename(&next, &live).expect("move in");
+    let done = Instant::now();
+    r.tls
+        .assert_served_within(Some("r.test"), &v2.serial, done, RELOAD_LIMIT);
+
+    // A renewal written inside the new folder is seen too.
+    let v3 = make_pair(&["r.test"]);
+    install_pair(&live, "r", &v3);
+    let done = Instant::now();
+    let latency = r
+        .tls
+        .assert_served_within(Some("r.test"), &v3.serial, done, RELOAD_LIMIT);
+    report("renewal in a renamed-in folder", latency);
+}
+
+#[test]
+fn dangling_link_is_served_when_its_target_appears() {
+    let world = World::with_certs();
+    let default = make_pair(&["default.test"]);
+    install_pair(&world.certs, "default", &default);
+    let later = world.root().join("later");
+    symlink(later.join("d.crt"), world.crt("d.test")).expect("link");
+    symlink(later.join("d.key"), world.key("d.test")).expect("link");
+    world.configure("", "", "");
+    let r = start(world, default.clone(), "d.test", &default.serial);
+
+    let pair = make_pair(&["d.test"]);
+    let tmp = r.world.root().join("later.tmp");
+    fs::create_dir_all(&tmp).expect("mkdir");
+    install_pair(&tmp, "d", &pair);
+    fs::rename(&tmp, &later).expect("folder into place");
+    let done = Instant::now();
+    let latency = r
+        .tls
+        .assert_served_within(Some("d.test"), &pair.serial, done, RELOAD_LIMIT);
+    report("dangling link target appeared", latency);
+}
+
+#[test]
+fn chain_written_in_two_steps_is_taken_only_when_closed() {
+    use std::io::Write;
+    let ca = "Two Step CA";
+    let v1 = crate::tls_util::Spec::new(&["c.test"]).chain(ca).make();
+    let r = start_with("c.test", "c.test", &v1, "");
+    let v2 = crate::tls_util::Spec::new(&["c.test"]).chain(ca).make();
+    let split = v2
+        .cert_pem
+        .find("-----END CERTIFICATE-----")
+        .map(|i| i + "-----END CERTIFICATE-----\n".len())
+        .expect("a leaf then a chain");
+    // The key first (renamed into place: complete at once)...
+    write_atomic(&r.world.key("c.test"), v2.key_pem.as_bytes());
+    // ...then the certificate file written in place in two steps by one
+    // writer that keeps it open, as a slow copy does.
+    let mut file = fs::File::create(r.world.crt("c.test")).expect("open");
+    file.write_all(&v2.cert_pem.as_bytes()[..split])
+        .expect("leaf");
+    file.flush().expect("flush");
+    let gap_end = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < gap_end {
+        // While the file is open, never a chain of one.
+        if let Ok(h) = handshake(r.tls.https, Some("c.test")) {
+            assert_eq!(h.chain.len(), 2, "a half-written chain was served");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    file.write_all(&v2.cert_pem.as_bytes()[split..])
+        .expect("chain");
+    drop(file);
+    let done = Instant::now();
+    r.tls
+        .assert_served_within(Some("c.test"), &v2.serial, done, RELOAD_LIMIT);
+    let h = handshake(r.tls.https, Some("c.test")).expect("handshake");
+    assert_eq!(h.chain.len(), 2, "the whole chain once the file is closed");
+}
+
+#[test]
+fn a_fifo_in_the_folder_blocks_nothing() {
+    let r = start_with("ok.test", "ok.test", &make_pair(&["ok.test"]), "");
+    let fifo = r.world.crt("evil");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    fs::write(r.world.key("evil"), "not a key").expect("write");
+    let fresh = make_pair(&["after.test"]);
+    write_pair(&r.world.certs, "after.test", &fresh);
+    let done = Instant::now();
+    r.tls
+        .assert_served_within(Some("after.test"), &fresh.serial, done, RELOAD_LIMIT);
+    let text = crate::util::http::get(r.tls.http, "/_clace/certs").text();
+    assert!(text.contains("not a regular file"), "{text}");
+}
+
+#[test]
+fn a_default_crt_waiting_for_its_key_is_never_overwritten() {
+    let world = World::with_certs();
+    let mine = make_pair(&["mine.test"]);
+    fs::write(world.crt("default"), &mine.cert_pem).expect("write");
+    world.configure("", "", "");
+    let r = world.serve_ready();
+    assert_eq!(
+        file_serial(&world.crt("default")),
+        Some(mine.serial.clone()),
+        "the operator's default.crt is kept"
+    );
+    // No default is served until the pair is whole (handshakes without a
+    // name fail meanwhile); then the operator's pair is.
+    write_atomic(&world.key("default"), mine.key_pem.as_bytes());
+    r.wait_serial(None, &mine.serial);
+    assert_eq!(
+        file_serial(&world.crt("default")),
+        Some(mine.serial.clone())
+    );
+}

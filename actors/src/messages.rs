@@ -45,6 +45,10 @@ pub struct RawEvents {
     /// The watcher backend reported an error (queue overflow, lost watch):
     /// the store should rescan everything.
     pub overflow: bool,
+    /// Data was written to these paths (a write may still be going on).
+    pub written: bool,
+    /// A file opened for writing was closed: its write is complete.
+    pub closed: bool,
 }
 
 /// Watcher -> cert store, when the watcher (re)starts: send me the folders

@@ -303,7 +303,9 @@ impl Daemon {
             self.health.set(name, ActorState::Disabled);
             if tls {
                 // Nothing to redirect to any more.
-                self.router.https_port.store(0, std::sync::atomic::Ordering::Release);
+                self.router
+                    .https_port
+                    .store(0, std::sync::atomic::Ordering::Release);
             }
             if tls {
                 self.https_url = None

@@ -9,13 +9,14 @@
 //! without events) it says so and the store's periodic rescan, every
 //! `cert_rescan_interval`, is the polling that remains.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::certs::store::CertStore;
@@ -28,8 +29,12 @@ use crate::settings::CertWatch;
 const TARGET: &str = "clace::watcher";
 /// A burst of events ends after this much quiet...
 const QUIET: Duration = Duration::from_millis(20);
-/// ...or this long after its first event, whichever comes first.
+/// ...or this long after its first event, whichever comes first...
 const MAX_DELAY: Duration = Duration::from_millis(150);
+/// ...except that a file written in place is waited for until it is closed
+/// (a chain written certificate by certificate is not taken half-way), for
+/// at most this long after its last write.
+const MAX_OPEN_WRITE: Duration = Duration::from_secs(1);
 
 pub struct Watcher {
     store: Addr<CertStore>,
@@ -37,8 +42,12 @@ pub struct Watcher {
     rescan_interval: Duration,
     health: Arc<Health>,
     notify: Option<RecommendedWatcher>,
-    watched: BTreeSet<PathBuf>,
+    /// Each watched folder, with the (device, inode) the watch is on: a
+    /// folder replaced by a rename keeps its path but needs a new watch.
+    watched: BTreeMap<PathBuf, (u64, u64)>,
     pending: BTreeSet<PathBuf>,
+    /// Files written but not closed yet, with the time of their last write.
+    open_writes: HashMap<PathBuf, Instant>,
     burst_start: Option<Instant>,
     last_event: Option<Instant>,
 }
@@ -56,8 +65,9 @@ impl Watcher {
             rescan_interval,
             health,
             notify: None,
-            watched: BTreeSet::new(),
+            watched: BTreeMap::new(),
             pending: BTreeSet::new(),
+            open_writes: HashMap::new(),
             burst_start: None,
             last_event: None,
         }
@@ -72,6 +82,11 @@ impl Watcher {
                 }
                 addr.do_send(RawEvents {
                     overflow: event.need_rescan(),
+                    written: matches!(event.kind, EventKind::Modify(ModifyKind::Data(_))),
+                    closed: matches!(
+                        event.kind,
+                        EventKind::Access(AccessKind::Close(AccessMode::Write))
+                    ),
                     paths: event.paths,
                 });
             }
@@ -80,6 +95,8 @@ impl Watcher {
                 addr.do_send(RawEvents {
                     paths: e.paths,
                     overflow: true,
+                    written: false,
+                    closed: false,
                 });
             }
         };
@@ -100,7 +117,18 @@ impl Watcher {
         let now = Instant::now();
         let quiet_left = QUIET.saturating_sub(now - last);
         let max_left = MAX_DELAY.saturating_sub(now - first);
-        let wait = quiet_left.min(max_left);
+        let mut wait = quiet_left.min(max_left);
+        self.open_writes.retain(|_, at| now - *at < MAX_OPEN_WRITE);
+        if let Some(open_left) = self
+            .pending
+            .iter()
+            .filter_map(|p| self.open_writes.get(p))
+            .map(|at| MAX_OPEN_WRITE.saturating_sub(now - *at))
+            .max()
+        {
+            // The close event flushes sooner; this bounds the wait.
+            wait = wait.max(open_left.min(Duration::from_millis(50)));
+        }
         if !wait.is_zero() {
             ctx.run_later(wait, |act, ctx| act.flush(ctx));
             return;
@@ -157,6 +185,7 @@ impl Supervised for Watcher {
         self.notify = None;
         self.watched.clear();
         self.pending.clear();
+        self.open_writes.clear();
         self.burst_start = None;
         self.last_event = None;
     }
@@ -169,21 +198,28 @@ impl Handler<WatchDirs> for Watcher {
         let Some(notify) = self.notify.as_mut() else {
             return;
         };
-        for gone in self.watched.difference(&msg.dirs) {
-            // The folder may be gone already; nothing to undo then.
-            let _ = notify.unwatch(gone);
-            log::debug!(target: TARGET, "no longer watching {}", gone.display());
-        }
-        let mut now_watched = BTreeSet::new();
+        let mut now_watched = BTreeMap::new();
         for dir in &msg.dirs {
-            if self.watched.contains(dir) {
-                now_watched.insert(dir.clone());
+            let Ok(meta) = std::fs::metadata(dir) else {
                 continue;
+            };
+            let id = (meta.dev(), meta.ino());
+            match self.watched.remove(dir) {
+                Some(old) if old == id => {
+                    now_watched.insert(dir.clone(), id);
+                    continue;
+                }
+                // Same path, another folder (renamed into place): the old
+                // watch follows the old folder; move it.
+                Some(_) => {
+                    let _ = notify.unwatch(dir);
+                }
+                None => {}
             }
             match notify.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     log::debug!(target: TARGET, "watching {}", dir.display());
-                    now_watched.insert(dir.clone());
+                    now_watched.insert(dir.clone(), id);
                 }
                 Err(e) => log::warn!(
                     target: TARGET,
@@ -192,6 +228,11 @@ impl Handler<WatchDirs> for Watcher {
                     self.rescan_interval.as_secs()
                 ),
             }
+        }
+        for gone in self.watched.keys() {
+            // The folder may be gone already; nothing to undo then.
+            let _ = notify.unwatch(gone);
+            log::debug!(target: TARGET, "no longer watching {}", gone.display());
         }
         self.watched = now_watched;
     }
@@ -205,6 +246,13 @@ impl Handler<RawEvents> for Watcher {
         if msg.overflow || msg.paths.is_empty() {
             // An empty path list stands for "something changed, somewhere".
             self.pending.insert(PathBuf::from("/"));
+        }
+        for path in &msg.paths {
+            if msg.written {
+                self.open_writes.insert(path.clone(), now);
+            } else if msg.closed {
+                self.open_writes.remove(path);
+            }
         }
         self.pending.extend(msg.paths);
         if self.burst_start.is_none() {

@@ -490,7 +490,9 @@ pub fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_PEM_SIZE + 1).read_to_end(&mut content)?;
     if content.len() as u64 > MAX_PEM_SIZE {
-        return Err(std::io::Error::other("grew past the size limit while being read"));
+        return Err(std::io::Error::other(
+            "grew past the size limit while being read",
+        ));
     }
     Ok(content)
 }

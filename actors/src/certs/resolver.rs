@@ -77,7 +77,10 @@ impl ResolvesServerCert for CertResolver {
 /// offer it. Without an ACME issuer it is not offered at all. Session resumption is on: an in-memory
 /// session cache for TLS 1.2 and stateless tickets, which spare the
 /// resolver and a full key exchange on a reconnection.
-pub fn server_config(resolver: Arc<CertResolver>, acme: bool) -> Result<ServerConfig, rustls::Error> {
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    acme: bool,
+) -> Result<ServerConfig, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()

@@ -316,7 +316,10 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join("default.key")).unwrap(), "old");
         assert_eq!(fs::read_to_string(dir.join("default.crt")).unwrap(), "old");
         // ...and nothing temporary is left behind.
-        let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         // Replacing (an expired self-signed default) overwrites both.
         generate(dir, true).unwrap();

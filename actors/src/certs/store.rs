@@ -49,7 +49,7 @@ struct Slot {
     /// The version last examined, good or bad.
     seen: Option<Fingerprint>,
     /// Folders along the symbolic links of the two files.
-    dirs: Vec<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
 }
 
 /// Identity and change marks of the files a pair resolves to.
@@ -232,6 +232,17 @@ impl CertStore {
         let crt = dir.join(format!("{stem}.crt"));
         let key = dir.join(format!("{stem}.key"));
         let Ok(crt_meta) = std::fs::metadata(&crt) else {
+            if std::fs::symlink_metadata(&crt).is_ok() {
+                // A link whose target is missing (certbot re-points its
+                // links with unlink + symlink): the pair is incomplete, the
+                // last good version keeps serving, and the folders on the
+                // way to the target are watched for its arrival.
+                let slot = self.slots.entry(stem.to_string()).or_default();
+                slot.seen = None;
+                slot.dirs = link_dirs(&crt);
+                slot.dirs.extend(link_dirs(&key));
+                return false;
+            }
             // The certificate is gone: the pair stops being served.
             return match self.slots.remove(stem) {
                 Some(slot) if slot.good.is_some() => {
@@ -251,7 +262,8 @@ impl CertStore {
             return false;
         }
         slot.seen = Some(fp);
-        slot.dirs = link_dirs(&crt).into_iter().chain(link_dirs(&key)).collect();
+        slot.dirs = link_dirs(&crt);
+        slot.dirs.extend(link_dirs(&key));
         if key_meta.is_none() {
             self.metrics.reload_rejected();
             let keeping = if slot.good.is_some() {
@@ -378,38 +390,78 @@ fn canonical_or(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// The folders a file's symbolic links pass through: the parent of every
-/// hop of the link chain and of its final target, canonicalised (so a
-/// folder reached through a link to a folder, like Kubernetes' `..data`,
-/// is watched where it really is).
-pub fn link_dirs(path: &Path) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    let mut current = path.to_path_buf();
-    for _ in 0..16 {
-        match std::fs::read_link(&current) {
-            Ok(target) => {
-                let base = current.parent().map(Path::to_path_buf).unwrap_or_default();
-                let next = if target.is_absolute() {
-                    target
-                } else {
-                    base.join(target)
-                };
-                if let Some(parent) = next.parent() {
-                    dirs.push(canonical_or(parent));
-                }
-                current = next;
+/// The folders to watch for one file: the folder holding every symbolic
+/// link met while resolving its path, one component at a time (a link to a
+/// file like certbot's `live/NAME/fullchain.pem`, or a link to a folder like
+/// Kubernetes' `..data` or a `current -> releases/v2` switch), and the folder
+/// of the final file. All are real paths, free of links, so a watch is on
+/// the folder where a swap really happens. A link whose target does not exist
+/// (yet) gets the nearest existing folder on the way to it.
+pub fn link_dirs(path: &Path) -> BTreeSet<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    let mut pending = segments(path);
+    let mut current = PathBuf::new();
+    let mut hops = 0;
+    while let Some(segment) = pending.pop_front() {
+        let name = match segment {
+            Segment::Root => {
+                current = PathBuf::from("/");
+                continue;
             }
-            Err(_) => break,
+            Segment::Parent => {
+                current.pop();
+                continue;
+            }
+            Segment::Name(name) => name,
+        };
+        let next = current.join(&name);
+        match std::fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                let Ok(target) = std::fs::read_link(&next) else {
+                    break;
+                };
+                if hops > 40 {
+                    // A loop: the kernel gives up at 40 too.
+                    break;
+                }
+                dirs.insert(current.clone());
+                // The link's target takes its place in what is left to walk.
+                for s in segments(&target).into_iter().rev() {
+                    pending.push_front(s);
+                }
+            }
+            Ok(_) => current = next,
+            Err(_) => {
+                // Missing: watch the folder where it will appear.
+                dirs.insert(current);
+                return dirs;
+            }
         }
     }
-    if let Ok(real) = std::fs::canonicalize(path) {
-        if let Some(parent) = real.parent() {
-            dirs.push(parent.to_path_buf());
-        }
+    if let Some(parent) = current.parent() {
+        dirs.insert(parent.to_path_buf());
     }
-    dirs.sort();
-    dirs.dedup();
     dirs
+}
+
+/// One step of a path walk.
+enum Segment {
+    Root,
+    Parent,
+    Name(std::ffi::OsString),
+}
+
+fn segments(path: &Path) -> std::collections::VecDeque<Segment> {
+    use std::path::Component;
+    path.components()
+        .filter_map(|c| match c {
+            Component::RootDir => Some(Segment::Root),
+            Component::ParentDir => Some(Segment::Parent),
+            Component::Normal(n) => Some(Segment::Name(n.to_os_string())),
+            Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
 }
 
 impl Actor for CertStore {
@@ -452,6 +504,9 @@ impl Handler<PathsChanged> for CertStore {
         let scope = self.scope_of(&msg.paths);
         log::debug!(target: TARGET, "{} paths changed: {scope:?}", msg.paths.len());
         self.refresh(scope);
+        // A folder may have been replaced under the same path (a renamed
+        // `live/`): the watcher re-checks what its watches are on.
+        self.send_watch();
     }
 }
 

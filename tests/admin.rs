@@ -224,3 +224,17 @@ fn sighup_applies_a_new_route_and_ignores_an_invalid_file() {
     );
     assert!(daemon.proc.is_running());
 }
+
+#[test]
+fn clace_restart_reaches_an_https_only_daemon() {
+    let world = World::with_certs();
+    world.clace.write_config(&format!(
+        "[http]\nport = -1\n\n[https]\nhost = \"127.0.0.1\"\nport = 0\ncert_location = {}\n",
+        crate::util::toml_path(&world.certs)
+    ));
+    let mut proc = world.clace.spawn(&["serve"]);
+    let _https = proc.listening_addr("https");
+    let out = world.clace.run(&["restart", "watcher"]);
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    proc.wait_for_line("restarting the file watcher", DEADLINE);
+}

@@ -24,7 +24,7 @@ use crate::health::{ActorName, ActorState, Health};
 use crate::listener::{self, Limits, Listener};
 use crate::messages::{Rebind, ReconfigureStore, ReconfigureWatcher, Rescan, Restart, Shutdown};
 use crate::metrics::Metrics;
-use crate::router::admin::{Admin, Control};
+use crate::router::admin::{Admin, CertFolders, Control};
 use crate::router::{RouteTable, RouterState};
 use crate::settings::{Port, Settings};
 use crate::watcher::Watcher;
@@ -111,8 +111,7 @@ impl Daemon {
             metrics: Arc::clone(&metrics),
             snapshot: Arc::clone(&snapshot),
             resolver: Arc::clone(&resolver),
-            cert_location: https.cert_location.clone(),
-            acme_certs: https.storage_location.join("certificates"),
+            folders: ArcSwap::from_pointee(cert_folders(settings)),
             control: std::sync::OnceLock::new(),
         };
         let router = Arc::new(RouterState::new(
@@ -258,6 +257,12 @@ impl Daemon {
             lookup_enabled: s.https.enable_cert_lookup,
             rescan_interval: s.https.cert_rescan_interval,
         };
+        if cert_folders(&old) != cert_folders(&new) {
+            self.router
+                .admin
+                .folders
+                .store(Arc::new(cert_folders(&new)));
+        }
         if store_settings(&old) != store_settings(&new) {
             log::info!(target: "clace::supervisor", "certificate settings changed: restarting the cert store");
             self.certstore.do_send(ReconfigureStore {
@@ -403,4 +408,12 @@ impl Daemon {
 fn url(scheme: &str, host: &str, socket: &TcpListener) -> String {
     let port = socket.local_addr().map_or(0, |a| a.port());
     format!("{scheme}://{host}:{port}")
+}
+
+/// The folders `/_clace/certs` lists for these settings.
+fn cert_folders(settings: &Settings) -> CertFolders {
+    CertFolders {
+        files: settings.https.cert_location.clone(),
+        acme: settings.https.storage_location.join("certificates"),
+    }
 }

@@ -29,11 +29,18 @@ pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Counts the handshakes it resolves.
     pub resolver: Arc<CertResolver>,
-    pub cert_location: PathBuf,
-    /// The folder of ACME certificates under `storage_location`.
-    pub acme_certs: PathBuf,
+    /// The folders `/_clace/certs` lists; replaced when a SIGHUP moves them.
+    pub folders: ArcSwap<CertFolders>,
     /// Set once the actors have started (the listeners start last).
     pub control: OnceLock<Control>,
+}
+
+/// Where the certificates are: `cert_location` and the ACME certificates
+/// under `storage_location`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertFolders {
+    pub files: PathBuf,
+    pub acme: PathBuf,
 }
 
 /// The actors that can be restarted on request. A listener started or
@@ -79,10 +86,7 @@ impl Admin {
         if !known {
             return plain(StatusCode::NOT_FOUND, "not found\n");
         }
-        let loopback = req
-            .peer_addr()
-            .is_some_and(|a| a.ip().to_canonical().is_loopback());
-        if !loopback {
+        if !from_this_host(req) {
             return plain(
                 StatusCode::FORBIDDEN,
                 "forbidden: this endpoint answers loopback clients only\n",
@@ -114,8 +118,8 @@ impl Admin {
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return method_not_allowed("GET, HEAD");
         }
-        let files = self.cert_location.clone();
-        let acme = self.acme_certs.clone();
+        let folders = self.folders.load_full();
+        let (files, acme) = (folders.files.clone(), folders.acme.clone());
         // Reading the folders is blocking work: keep it off the worker thread.
         let listing = web::block(move || {
             let now = crate::certs::now();
@@ -177,6 +181,20 @@ impl Admin {
                 )),
         }
     }
+}
+
+/// A loopback peer, or (for a listener bound to one specific address) a
+/// peer with that very address: a client on this machine that had to use
+/// the listener's address. The TCP peer decides; headers never do.
+fn from_this_host(req: &HttpRequest) -> bool {
+    let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
+        return false;
+    };
+    if peer.is_loopback() {
+        return true;
+    }
+    let local = req.app_config().local_addr().ip().to_canonical();
+    !local.is_unspecified() && local == peer
 }
 
 fn method_not_allowed(allow: &'static str) -> HttpResponse {

@@ -61,7 +61,7 @@ pub struct NameInfo {
 /// mismatched key), its names, issuer and expiry are still shown, since they
 /// tell the operator which certificate is at fault.
 pub fn scan_folder(dir: &Path, source_hint: Source, now: i64) -> Vec<CertInfo> {
-    let mut infos: Vec<CertInfo> = candidates(dir)
+    let mut infos: Vec<CertInfo> = pair_files(dir)
         .into_iter()
         .map(|(stem, cert_path, key_path)| {
             match read_pair(&stem, &cert_path, &key_path, source_hint) {
@@ -205,7 +205,7 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// The `(stem, cert, key)` of every `*.crt` directly in `dir`.
-fn candidates(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+pub fn pair_files(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };

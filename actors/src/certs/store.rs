@@ -20,9 +20,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 
+use crate::certs::inventory::pair_files;
 use crate::certs::pair::{read_pair, Pair, Source};
 use crate::certs::selfsigned;
-use crate::certs::snapshot::Snapshot;
+use crate::certs::snapshot::{Snapshot, DEFAULT_STEM};
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{
     PathsChanged, ReconfigureStore, Rescan, Restart, SubscribeWatcher, WatchDirs,
@@ -30,8 +31,6 @@ use crate::messages::{
 use crate::metrics::Metrics;
 
 const TARGET: &str = "clace::certstore";
-/// The stem of the default pair (step 4 of interface §4).
-pub const DEFAULT_STEM: &str = "default";
 
 /// What the store needs to know of the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,23 +205,14 @@ impl CertStore {
     }
 
     /// The `NAME` of every `NAME.crt` directly in the folder (links count,
-    /// names starting with `.` do not).
+    /// names starting with `.` do not). A name that is not UTF-8 cannot be
+    /// a DNS name and is left to `clace certs` to report.
     fn list_stems(&self) -> BTreeSet<String> {
         let dir = &self.settings.cert_location;
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                log::warn!(target: TARGET, "cannot read cert_location {}: {e}", dir.display());
-                return BTreeSet::new();
-            }
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let stem = name.strip_suffix(".crt")?;
-                (!stem.is_empty() && !name.starts_with('.')).then(|| stem.to_string())
-            })
+        pair_files(dir)
+            .into_iter()
+            .filter(|(stem, crt, _)| *crt == dir.join(format!("{stem}.crt")))
+            .map(|(stem, _, _)| stem)
             .collect()
     }
 
@@ -276,10 +266,7 @@ impl CertStore {
         }
         match read_pair(stem, &crt, &key, Source::File) {
             Ok(pair) => {
-                if !pair.names.iter().any(|n| n == stem)
-                    && stem != DEFAULT_STEM
-                    && looks_like_name(stem)
-                {
+                if pair.stem_not_in_names() {
                     log::warn!(target: TARGET, "{} is named for {stem} but its names are [{}]; it is served for {stem} anyway", crt.display(), pair.names.join(", "));
                 }
                 selfsigned::warn_if_key_readable(&key);
@@ -379,11 +366,6 @@ impl CertStore {
         }
         Scope::Stems(stems)
     }
-}
-
-/// True when a stem could be a DNS name (so a SAN mismatch is worth a warning).
-fn looks_like_name(stem: &str) -> bool {
-    stem.contains('.')
 }
 
 fn canonical_or(p: &Path) -> PathBuf {
@@ -553,18 +535,10 @@ impl Handler<SubscribeWatcher> for CertStore {
 /// Reads every valid pair of a folder into a snapshot, without creating or
 /// watching anything: what `clace certs --name` explains from.
 pub fn read_folder(dir: &Path, lookup_enabled: bool) -> Snapshot {
-    let pairs = std::fs::read_dir(dir)
+    let pairs = pair_files(dir)
         .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(".crt")?;
-            if stem.is_empty() || name.starts_with('.') {
-                return None;
-            }
-            let key = dir.join(format!("{stem}.key"));
-            read_pair(stem, &e.path(), &key, Source::File)
+        .filter_map(|(stem, crt, key)| {
+            read_pair(&stem, &crt, &key, Source::File)
                 .ok()
                 .map(Arc::new)
         })

@@ -174,7 +174,7 @@ pub(super) fn check(
             (Some(dir), None) => {
                 let p = expand_path(dir, home)
                     .map_err(|var| rbad("static", format!("uses ${var}, which is not set")))?;
-                let canonical = std::fs::canonicalize(&p)
+                std::fs::canonicalize(&p)
                     .ok()
                     .filter(|c| c.is_dir())
                     .ok_or_else(|| {
@@ -184,7 +184,10 @@ pub(super) fn check(
                         )
                     })?;
                 *dir = p.display().to_string();
-                RouteTarget::Static(canonical)
+                // The folder as written (expanded), not canonicalized: the
+                // static handler resolves it on every request, so a root
+                // that is a link (`current -> releases/v2`) can be switched.
+                RouteTarget::Static(p)
             }
             (None, Some(url)) => {
                 if !is_http_url(url) {

@@ -237,9 +237,93 @@ enum Lookup {
     Failed,
 }
 
-/// Resolves `relative` under `root` and opens the file. Blocking: runs on
-/// the blocking pool.
+/// Resolves `relative` under `root` and opens the file: with `openat2`
+/// where the kernel has it (Linux 5.6+), else by canonicalizing.
 fn lookup(root: &Path, relative: &Path, slash: bool) -> Lookup {
+    match lookup_beneath(root, relative, slash) {
+        Some(found) => found,
+        None => lookup_canonical(root, relative, slash),
+    }
+}
+
+/// The lookup in two or three system calls: `openat2` with
+/// `RESOLVE_BENEATH` resolves the path, symbolic links included, and fails
+/// with `EXDEV` if any step would leave the root, so the kernel enforces
+/// what [`lookup_canonical`] checks by hand. `None` sends the request to
+/// [`lookup_canonical`]: `openat2` is not available (old kernel, seccomp
+/// filter), or the path left the root or took an absolute link, which the
+/// canonical lookup refuses or follows as it should.
+fn lookup_beneath(root: &Path, relative: &Path, slash: bool) -> Option<Lookup> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root_fd = match rustix::fs::open(root, dir_flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(err) => {
+            log::warn!("static root {} is not usable: {err}", root.display());
+            return Some(Lookup::NotFound);
+        }
+    };
+    // Non-blocking: a FIFO must not wait for a writer (see `open_regular`).
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let open = |path: &Path| -> Result<Option<File>, Lookup> {
+        let path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
+        match openat2(&root_fd, path, flags, Mode::empty(), resolve) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            // Not available; or EXDEV: a step would leave the root, which
+            // includes any absolute link even one pointing back inside:
+            // the canonical lookup tells those apart.
+            Err(Errno::NOSYS | Errno::PERM | Errno::XDEV) => Ok(None),
+            Err(Errno::LOOP) => Err(Lookup::NotFound),
+            Err(err) => Err(io_failure(path, &io::Error::from(err))),
+        }
+    };
+    let file = match open(relative) {
+        Ok(Some(file)) => file,
+        Ok(None) => return None,
+        Err(lookup) => return Some(lookup),
+    };
+    let metadata = match file.metadata() {
+        Ok(metadata) => metadata,
+        Err(err) => return Some(io_failure(relative, &err)),
+    };
+    let requested = root.join(relative);
+    Some(if metadata.is_dir() {
+        let index_path = relative.join(INDEX_FILE);
+        match open(&index_path) {
+            Ok(Some(index)) => match index.metadata() {
+                Ok(meta) if meta.is_file() && !slash => Lookup::RedirectToFolder,
+                Ok(meta) if meta.is_file() => Lookup::File {
+                    file: index,
+                    name: requested.join(INDEX_FILE),
+                },
+                Ok(_) => Lookup::NotFound,
+                Err(err) => io_failure(&index_path, &err),
+            },
+            Ok(None) => return None,
+            Err(lookup) => lookup,
+        }
+    } else if slash || !metadata.is_file() {
+        // `/file.txt/` names a folder that does not exist; a FIFO, socket
+        // or device is never served.
+        Lookup::NotFound
+    } else {
+        Lookup::File {
+            file,
+            name: requested,
+        }
+    })
+}
+
+/// Resolves `relative` under `root` by canonicalizing both and checking the
+/// result stays inside the root.
+fn lookup_canonical(root: &Path, relative: &Path, slash: bool) -> Lookup {
     let canonical_root = match root.canonicalize() {
         Ok(root) => root,
         Err(err) => {

@@ -96,6 +96,9 @@ pub struct CertStore {
     watched: BTreeSet<PathBuf>,
     /// `default.key` without `default.crt` was reported (log it once).
     lone_default_key: bool,
+    /// A pair was added, removed or re-examined since the watched folders
+    /// were last computed (so a rescan of unchanged pairs skips that).
+    dirs_changed: bool,
 }
 
 impl CertStore {
@@ -116,6 +119,7 @@ impl CertStore {
             watcher: None,
             watched: BTreeSet::new(),
             lone_default_key: false,
+            dirs_changed: true,
         };
         store.ensure_default();
         store.refresh(Scope::All);
@@ -231,9 +235,11 @@ impl CertStore {
                 slot.seen = None;
                 slot.dirs = link_dirs(&crt);
                 slot.dirs.extend(link_dirs(&key));
+                self.dirs_changed = true;
                 return false;
             }
             // The certificate is gone: the pair stops being served.
+            self.dirs_changed |= self.slots.contains_key(stem);
             return match self.slots.remove(stem) {
                 Some(slot) if slot.good.is_some() => {
                     log::info!(target: TARGET, "{} was removed; no longer served", crt.display());
@@ -254,6 +260,7 @@ impl CertStore {
         slot.seen = Some(fp);
         slot.dirs = link_dirs(&crt);
         slot.dirs.extend(link_dirs(&key));
+        self.dirs_changed = true;
         if key_meta.is_none() {
             self.metrics.reload_rejected();
             let keeping = if slot.good.is_some() {
@@ -321,6 +328,10 @@ impl CertStore {
 
     /// Tells the watcher the folders to watch, when they changed.
     fn update_watch(&mut self) {
+        if !self.dirs_changed {
+            return;
+        }
+        self.dirs_changed = false;
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         dirs.insert(canonical_or(&self.settings.cert_location));
         for slot in self.slots.values() {
@@ -515,6 +526,7 @@ impl Handler<ReconfigureStore> for CertStore {
         if msg.settings.cert_location != self.settings.cert_location {
             // Another folder: nothing of the old one is served any more.
             self.slots.clear();
+            self.dirs_changed = true;
         }
         self.settings = msg.settings;
         ctx.stop();

@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHARED ?= $(abspath ../shared)
 
-.PHONY: run build test deps lint unit bench bench-peers bench-reload clean
+.PHONY: run build test deps lint unit bench bench-peers bench-reload bench-rescan clean
 
 ## Build in release mode and run `clace serve` on the embedded defaults.
 run:
@@ -35,7 +35,11 @@ bench-peers: build
 	CLACE_BIN=$(abspath target/release/clace) $(SHARED)/bench/run.sh clace nginx
 
 bench-reload: build
-	CLACE_BIN=$(abspath target/release/clace) $(SHARED)/bench/reload.sh clace
+	CLACE_BIN=$(abspath target/release/clace) REL_N=100 $(SHARED)/bench/reload.sh clace nginx
+
+## CPU of an idle rescan with 10,000 certificates.
+bench-rescan: build
+	./scripts/bench-rescan.sh 10000 20
 
 clean:
 	$(CARGO) clean

@@ -302,13 +302,24 @@ fn describe_config_error(
     env_keys: &HashMap<String, String>,
 ) -> String {
     let mut text = e.to_string();
-    // The crate names the file as it was opened; give the whole path.
+    // The crate names the file relative to the working folder (or by its
+    // bare name); give the whole path, and make sure it is named at all.
     if let Some(f) = file {
-        if let Some(name) = f.file_name().and_then(|n| n.to_str()) {
-            let full = f.display().to_string();
-            if !text.contains(&full) {
-                text = text.replace(&format!(" in {name}"), &format!(" in {full}"));
-            }
+        let full = f.display().to_string();
+        if !text.contains(&full) {
+            let same_file = |token: &str| {
+                let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+                canonical(Path::new(token)).is_some_and(|c| Some(c) == canonical(f))
+            };
+            let shown = text
+                .split_whitespace()
+                .map(|t| t.trim_end_matches([',', '.', ':', ';']))
+                .find(|t| same_file(t))
+                .map(str::to_string);
+            text = match shown {
+                Some(token) => text.replace(&token, &full),
+                None => format!("{full}: {text}"),
+            };
         }
     }
     for (path, var) in env_keys {

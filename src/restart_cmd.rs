@@ -11,10 +11,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clace_actors::certs::resolver::AcceptAnyCert;
 use clace_actors::health::ActorName;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 use crate::config::Loaded;
 
@@ -95,7 +94,7 @@ fn post(addr: SocketAddr, tls: bool, path: &str) -> std::io::Result<(u16, String
         .with_safe_default_protocol_versions()
         .map_err(std::io::Error::other)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(OwnDaemon))
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert::new()))
         .with_no_client_auth();
         let name = ServerName::from(addr.ip());
         let conn =
@@ -124,57 +123,4 @@ fn post(addr: SocketAddr, tls: bool, path: &str) -> std::io::Result<(u16, String
         .map_or("", |(_, b)| b)
         .to_string();
     Ok((status, body))
-}
-
-/// Accepts the daemon's certificate: `clace restart` talks to the daemon
-/// that wrote `clace.addr` on this machine, whose certificate may well be
-/// the self-signed default. Signatures are still checked.
-#[derive(Debug)]
-struct OwnDaemon;
-
-impl ServerCertVerifier for OwnDaemon {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -7,7 +7,7 @@ use clace_actors::health::ActorName;
 use clace_actors::listener::{self, Limits};
 use clace_actors::settings::Port;
 use clace_actors::supervisor::{Bound, Daemon};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::Loaded;
 
@@ -21,6 +21,16 @@ pub fn serve(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
 }
 
 async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
+    // First of all: a SIGHUP (a reload from systemd, say) during start-up
+    // must not kill the daemon with the default action; tokio keeps the
+    // signals that arrive before they are read.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clace: cannot handle signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let settings = &loaded.settings;
     let mut bound = Bound::default();
     let mut urls = Vec::new();
@@ -60,30 +70,48 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
     let addr_file = loaded.home.join("run").join("clace.addr");
     write_addr_file(&addr_file, &daemon.urls());
 
-    let code = match wait_for_stop(&mut daemon, cli_file.as_deref(), &addr_file).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("clace: cannot handle signals: {e}");
-            ExitCode::from(1)
-        }
-    };
+    wait_for_stop(&mut signals, &mut daemon, cli_file.as_deref(), &addr_file).await;
     let _ = std::fs::remove_file(&addr_file);
     actix_rt::System::current().stop();
-    code
+    ExitCode::SUCCESS
+}
+
+/// The signals the daemon handles, installed before anything else starts.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
 }
 
 /// Handles signals until SIGTERM/SIGINT, then stops gracefully; a second
 /// SIGINT (or SIGTERM) during the graceful stop ends the process at once.
 async fn wait_for_stop(
+    signals: &mut Signals,
     daemon: &mut Daemon,
     cli_file: Option<&Path>,
     addr_file: &Path,
-) -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
+) {
+    let Signals {
+        term,
+        int,
+        hup,
+        usr1,
+        usr2,
+    } = signals;
     let which = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
@@ -108,7 +136,6 @@ async fn wait_for_stop(
             log::warn!(target: TARGET, "second SIGTERM: stopping now");
         }
     }
-    Ok(())
 }
 
 /// SIGHUP: re-reads the configuration the way start-up found it. An

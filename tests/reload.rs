@@ -735,3 +735,126 @@ fn a_default_crt_waiting_for_its_key_is_never_overwritten() {
         Some(mine.serial.clone())
     );
 }
+
+#[test]
+fn a_self_signed_default_half_deleted_is_made_again() {
+    let world = World::with_certs();
+    world.configure("", "", "");
+    let tls = world.serve_ready();
+    let crt = world.crt("default");
+    let mut first = None;
+    assert!(crate::util::wait_until(DEADLINE, || {
+        first = file_serial(&crt);
+        first.is_some()
+    }));
+    let first = first.expect("serial");
+    tls.wait_serial(None, &first);
+    fs::remove_file(&crt).expect("rm default.crt only");
+    let done = Instant::now();
+    assert!(
+        crate::util::wait_until(RELOAD_LIMIT, || {
+            file_serial(&crt).is_some_and(|s| s != first)
+                && handshake(tls.https, None).is_ok_and(|h| h.serial() != first)
+        }),
+        "a new self-signed default is made and served; stderr:\n{}",
+        tls.stderr()
+    );
+    report("half-deleted self-signed default", done.elapsed());
+}
+
+#[test]
+fn an_operator_default_half_deleted_keeps_serving() {
+    let world = World::with_certs();
+    let mine = make_pair(&["mine.test"]);
+    install_pair(&world.certs, "default", &mine);
+    world.configure("", "", "");
+    let mut tls = world.serve_ready();
+    tls.wait_serial(None, &mine.serial);
+    fs::remove_file(world.crt("default")).expect("rm default.crt only");
+    tls.proc
+        .wait_for_line("keeps serving until the pair is whole", DEADLINE);
+    assert_eq!(
+        tls.serial(None),
+        mine.serial,
+        "the last good default serves"
+    );
+    assert!(
+        !world.crt("default").exists(),
+        "nothing was written over it"
+    );
+    assert_eq!(
+        fs::read_to_string(world.key("default")).expect("key"),
+        mine.key_pem,
+        "the operator's key is untouched"
+    );
+}
+
+#[test]
+fn a_file_written_for_a_long_time_delays_no_other_pair() {
+    use std::io::Write;
+    let r = start_with("x.test", "x.test", &make_pair(&["x.test"]), "");
+    let log = r.world.certs.join("progress.log");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut f = fs::File::create(log).expect("open");
+            let until = Instant::now() + Duration::from_secs(4);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                let _ = f.write_all(b"still copying\n");
+                let _ = f.flush();
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    let next = make_pair(&["x.test"]);
+    install_pair(&r.world.certs, "x.test", &next);
+    let done = Instant::now();
+    let latency = r
+        .tls
+        .assert_served_within(Some("x.test"), &next.serial, done, RELOAD_LIMIT);
+    report("pair beside a file still being written", latency);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+}
+
+#[test]
+fn a_file_renamed_before_it_is_closed_is_served_within_a_second() {
+    use std::io::Write;
+    let r = start_with("y.test", "y.test", &make_pair(&["y.test"]), "");
+    let next = make_pair(&["y.test"]);
+    write_atomic(&r.world.key("y.test"), next.key_pem.as_bytes());
+    // Written under a temporary name, renamed into place, closed later (as
+    // a `with NamedTemporaryFile(...)` block that calls `os.replace`).
+    let tmp = r.world.certs.join(".y.test.crt.partial");
+    let mut f = fs::File::create(&tmp).expect("open");
+    f.write_all(next.cert_pem.as_bytes()).expect("write");
+    f.flush().expect("flush");
+    fs::rename(&tmp, r.world.crt("y.test")).expect("rename");
+    let done = Instant::now();
+    let latency = r
+        .tls
+        .assert_served_within(Some("y.test"), &next.serial, done, RELOAD_LIMIT);
+    report("renamed before close", latency);
+    drop(f);
+}
+
+#[test]
+fn cert_location_deleted_and_made_again_is_still_watched() {
+    let r = start_with("z.test", "z.test", &make_pair(&["z.test"]), "");
+    for round in 0..2 {
+        fs::remove_dir_all(&r.world.certs).expect("rm -rf");
+        fs::create_dir_all(&r.world.certs).expect("mkdir");
+        let pair = make_pair(&[&format!("z{round}.test")]);
+        install_pair(&r.world.certs, &format!("z{round}.test"), &pair);
+        let done = Instant::now();
+        let latency = r.tls.assert_served_within(
+            Some(&format!("z{round}.test")),
+            &pair.serial,
+            done,
+            RELOAD_LIMIT,
+        );
+        report(&format!("folder made again, round {round}"), latency);
+    }
+}

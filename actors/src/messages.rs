@@ -22,6 +22,9 @@ pub struct Shutdown;
 #[rtype(result = "()")]
 pub struct PathsChanged {
     pub paths: BTreeSet<PathBuf>,
+    /// Files still open for writing: a pair with one of these is not read
+    /// now (it will be, once the file is closed and sent in `paths`).
+    pub busy: BTreeSet<PathBuf>,
 }
 
 /// Cert store -> watcher: the folders to watch now (the certificate
@@ -45,10 +48,20 @@ pub struct RawEvents {
     /// The watcher backend reported an error (queue overflow, lost watch):
     /// the store should rescan everything.
     pub overflow: bool,
-    /// Data was written to these paths (a write may still be going on).
-    pub written: bool,
+    pub kind: RawKind,
+}
+
+/// What a raw event says about its paths, as far as debouncing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawKind {
+    /// Data was written (a write may still be going on).
+    Written,
     /// A file opened for writing was closed: its write is complete.
-    pub closed: bool,
+    Closed,
+    /// Renamed (from or to) or removed: whatever was open under that name
+    /// is no longer written there.
+    MovedOrRemoved,
+    Other,
 }
 
 /// Watcher -> cert store, when the watcher (re)starts: send me the folders

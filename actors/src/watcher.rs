@@ -22,7 +22,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use crate::certs::store::CertStore;
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{
-    PathsChanged, RawEvents, ReconfigureWatcher, Restart, SubscribeWatcher, WatchDirs,
+    PathsChanged, RawEvents, RawKind, ReconfigureWatcher, Restart, SubscribeWatcher, WatchDirs,
 };
 use crate::settings::CertWatch;
 
@@ -33,7 +33,7 @@ const QUIET: Duration = Duration::from_millis(20);
 const MAX_DELAY: Duration = Duration::from_millis(150);
 /// ...except that a file written in place is waited for until it is closed
 /// (a chain written certificate by certificate is not taken half-way), for
-/// at most this long after its last write.
+/// at most this long after its first write.
 const MAX_OPEN_WRITE: Duration = Duration::from_secs(1);
 
 pub struct Watcher {
@@ -46,8 +46,9 @@ pub struct Watcher {
     /// folder replaced by a rename keeps its path but needs a new watch.
     watched: BTreeMap<PathBuf, (u64, u64)>,
     pending: BTreeSet<PathBuf>,
-    /// Files written but not closed yet, with the time of their last write.
+    /// Files written but not closed yet, with the time of their first write.
     open_writes: HashMap<PathBuf, Instant>,
+    flush_scheduled: bool,
     burst_start: Option<Instant>,
     last_event: Option<Instant>,
 }
@@ -68,6 +69,7 @@ impl Watcher {
             watched: BTreeMap::new(),
             pending: BTreeSet::new(),
             open_writes: HashMap::new(),
+            flush_scheduled: false,
             burst_start: None,
             last_event: None,
         }
@@ -82,11 +84,7 @@ impl Watcher {
                 }
                 addr.do_send(RawEvents {
                     overflow: event.need_rescan(),
-                    written: matches!(event.kind, EventKind::Modify(ModifyKind::Data(_))),
-                    closed: matches!(
-                        event.kind,
-                        EventKind::Access(AccessKind::Close(AccessMode::Write))
-                    ),
+                    kind: raw_kind(&event.kind),
                     paths: event.paths,
                 });
             }
@@ -95,8 +93,7 @@ impl Watcher {
                 addr.do_send(RawEvents {
                     paths: e.paths,
                     overflow: true,
-                    written: false,
-                    closed: false,
+                    kind: RawKind::Other,
                 });
             }
         };
@@ -110,33 +107,70 @@ impl Watcher {
         }
     }
 
+    /// Sends the paths whose burst is over. A path written in place and
+    /// not closed yet is held back (at most [`MAX_OPEN_WRITE`] from its
+    /// first write); the others go now, so one file written for a long
+    /// time never delays the rest.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
         let (Some(first), Some(last)) = (self.burst_start, self.last_event) else {
             return;
         };
         let now = Instant::now();
-        let quiet_left = QUIET.saturating_sub(now - last);
-        let max_left = MAX_DELAY.saturating_sub(now - first);
-        let mut wait = quiet_left.min(max_left);
-        self.open_writes.retain(|_, at| now - *at < MAX_OPEN_WRITE);
-        if let Some(open_left) = self
-            .pending
-            .iter()
-            .filter_map(|p| self.open_writes.get(p))
-            .map(|at| MAX_OPEN_WRITE.saturating_sub(now - *at))
-            .max()
-        {
-            // The close event flushes sooner; this bounds the wait.
-            wait = wait.max(open_left.min(Duration::from_millis(50)));
-        }
+        let wait = QUIET
+            .saturating_sub(now - last)
+            .min(MAX_DELAY.saturating_sub(now - first));
         if !wait.is_zero() {
-            ctx.run_later(wait, |act, ctx| act.flush(ctx));
+            self.schedule_flush(ctx, wait);
             return;
         }
-        self.burst_start = None;
-        self.last_event = None;
-        let paths = std::mem::take(&mut self.pending);
-        self.store.do_send(PathsChanged { paths });
+        self.open_writes
+            .retain(|_, since| now - *since < MAX_OPEN_WRITE);
+        let (held, ready): (BTreeSet<PathBuf>, BTreeSet<PathBuf>) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|p| self.open_writes.contains_key(p));
+        if !ready.is_empty() {
+            self.store.do_send(PathsChanged {
+                paths: ready,
+                busy: held.clone(),
+            });
+        }
+        if held.is_empty() {
+            self.burst_start = None;
+            self.last_event = None;
+            return;
+        }
+        // The close event flushes them sooner; this bounds the wait.
+        let left = held
+            .iter()
+            .filter_map(|p| self.open_writes.get(p))
+            .map(|since| MAX_OPEN_WRITE.saturating_sub(now - *since))
+            .min()
+            .unwrap_or(Duration::ZERO);
+        self.pending = held;
+        self.burst_start = Some(now);
+        self.schedule_flush(
+            ctx,
+            left.clamp(Duration::from_millis(1), Duration::from_millis(50)),
+        );
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>, after: Duration) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(after, |act, ctx| act.flush(ctx));
+        }
+    }
+}
+
+/// What an event means for debouncing.
+fn raw_kind(kind: &EventKind) -> RawKind {
+    match kind {
+        EventKind::Modify(ModifyKind::Data(_)) => RawKind::Written,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => RawKind::Closed,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => RawKind::MovedOrRemoved,
+        _ => RawKind::Other,
     }
 }
 
@@ -186,6 +220,7 @@ impl Supervised for Watcher {
         self.watched.clear();
         self.pending.clear();
         self.open_writes.clear();
+        self.flush_scheduled = false;
         self.burst_start = None;
         self.last_event = None;
     }
@@ -248,18 +283,37 @@ impl Handler<RawEvents> for Watcher {
             self.pending.insert(PathBuf::from("/"));
         }
         for path in &msg.paths {
-            if msg.written {
-                self.open_writes.insert(path.clone(), now);
-            } else if msg.closed {
-                self.open_writes.remove(path);
+            match msg.kind {
+                RawKind::Written => {
+                    self.open_writes.entry(path.clone()).or_insert(now);
+                }
+                RawKind::Closed => {
+                    self.open_writes.remove(path);
+                }
+                RawKind::MovedOrRemoved => {
+                    // A file renamed before it is closed is closed under its
+                    // new name: stop waiting for the old one.
+                    self.open_writes.remove(path);
+                    // A watched folder deleted or moved away took its watch
+                    // with it (a folder made again at that path may even get
+                    // the same inode): forget it, so the store's next
+                    // `WatchDirs` watches the path again.
+                    if self.watched.remove(path).is_some() {
+                        if let Some(notify) = self.notify.as_mut() {
+                            let _ = notify.unwatch(path);
+                        }
+                        log::debug!(target: TARGET, "{} went away; it is watched again when it is back", path.display());
+                    }
+                }
+                RawKind::Other => {}
             }
         }
         self.pending.extend(msg.paths);
         if self.burst_start.is_none() {
             self.burst_start = Some(now);
-            ctx.run_later(QUIET, |act, ctx| act.flush(ctx));
         }
         self.last_event = Some(now);
+        self.schedule_flush(ctx, QUIET);
     }
 }
 

@@ -79,6 +79,24 @@ impl FileId {
     }
 }
 
+/// A file changed less than this long ago may still be being written.
+const YOUNG: Duration = Duration::from_millis(250);
+
+/// Whether a file changed (content or metadata) less than [`YOUNG`] ago.
+fn recent(meta: &Metadata) -> bool {
+    let at = |secs: i64, nanos: i64| {
+        std::time::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(secs).unwrap_or(0),
+                u32::try_from(nanos).unwrap_or(0),
+            )
+    };
+    let changed = at(meta.mtime(), meta.mtime_nsec()).max(at(meta.ctime(), meta.ctime_nsec()));
+    // A time in the future (a skewed clock) counts as recent: the re-check
+    // a moment later takes the pair without this test.
+    changed.elapsed().map_or(true, |age| age < YOUNG)
+}
+
 /// Which pairs a refresh looks at.
 #[derive(Debug)]
 enum Scope {
@@ -99,6 +117,12 @@ pub struct CertStore {
     /// A pair was added, removed or re-examined since the watched folders
     /// were last computed (so a rescan of unchanged pairs skips that).
     dirs_changed: bool,
+    /// During a periodic rescan: put off pairs changed in the last second.
+    defer_young: bool,
+    /// Pairs put off by the last periodic rescan.
+    deferred: BTreeSet<String>,
+    /// While handling `PathsChanged`: files the watcher saw still open.
+    busy: BTreeSet<PathBuf>,
 }
 
 impl CertStore {
@@ -120,6 +144,9 @@ impl CertStore {
             watched: BTreeSet::new(),
             lone_default_key: false,
             dirs_changed: true,
+            defer_young: false,
+            deferred: BTreeSet::new(),
+            busy: BTreeSet::new(),
         };
         store.ensure_default();
         store.refresh(Scope::All);
@@ -238,6 +265,31 @@ impl CertStore {
                 self.dirs_changed = true;
                 return false;
             }
+            if stem == DEFAULT_STEM && std::fs::symlink_metadata(&key).is_ok() {
+                let good = self.slots.get(stem).and_then(|s| s.good.clone());
+                match good {
+                    // clace's own pair, half deleted: make a whole new one.
+                    Some(pair) if pair.source == Source::SelfSigned => {
+                        log::info!(target: TARGET, "{} was removed; making a new self-signed default", crt.display());
+                        if let Err(e) = selfsigned::generate(&dir, true) {
+                            log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display());
+                            return false;
+                        }
+                        return self.check_pair(stem);
+                    }
+                    // The operator's default, half deleted (or half
+                    // replaced): the last good one keeps serving, rather
+                    // than no default at all.
+                    Some(_) => {
+                        if !self.lone_default_key {
+                            self.lone_default_key = true;
+                            log::warn!(target: TARGET, "{} was removed but {} is still there; the previous default keeps serving until the pair is whole", crt.display(), key.display());
+                        }
+                        return false;
+                    }
+                    None => {}
+                }
+            }
             // The certificate is gone: the pair stops being served.
             self.dirs_changed |= self.slots.contains_key(stem);
             return match self.slots.remove(stem) {
@@ -253,6 +305,17 @@ impl CertStore {
             crt: FileId::of(&crt_meta),
             key: key_meta.as_ref().map(FileId::of),
         };
+        if self.is_busy(&crt) || self.is_busy(&key) {
+            // Still being written: its close event brings it back.
+            return false;
+        }
+        if self.defer_young && (recent(&crt_meta) || key_meta.as_ref().is_some_and(recent)) {
+            // Found by a periodic rescan, not by an event: the file may be
+            // in the middle of a write that no close event will announce
+            // (no watcher, a network filesystem). Look again in a moment.
+            self.deferred.insert(stem.to_string());
+            return false;
+        }
         let slot = self.slots.entry(stem.to_string()).or_default();
         if slot.seen.as_ref() == Some(&fp) {
             return false;
@@ -311,6 +374,14 @@ impl CertStore {
                 false
             }
         }
+    }
+
+    /// Whether `path` (as named in the folder, or where its links lead) is a
+    /// file the watcher saw still open for writing.
+    fn is_busy(&self, path: &Path) -> bool {
+        !self.busy.is_empty()
+            && (self.busy.contains(path)
+                || std::fs::canonicalize(path).is_ok_and(|real| self.busy.contains(&real)))
     }
 
     fn publish(&mut self) {
@@ -463,8 +534,18 @@ impl Actor for CertStore {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.health.set(ActorName::CertStore, ActorState::Running);
         let every = self.settings.rescan_interval;
-        ctx.run_interval(every, |act, _| {
+        ctx.run_interval(every, |act, ctx| {
+            act.defer_young = true;
             act.refresh(Scope::All);
+            act.defer_young = false;
+            if !act.deferred.is_empty() {
+                ctx.run_later(YOUNG, |act, _| {
+                    let stems = std::mem::take(&mut act.deferred);
+                    act.refresh(Scope::Stems(stems));
+                });
+            }
+            // A watched folder deleted and made again needs a new watch.
+            act.send_watch();
             // A daemon that runs for more than a year replaces its expired
             // self-signed default here.
             act.check_expired_self_signed();
@@ -496,7 +577,9 @@ impl Handler<PathsChanged> for CertStore {
     fn handle(&mut self, msg: PathsChanged, _ctx: &mut Context<Self>) {
         let scope = self.scope_of(&msg.paths);
         log::debug!(target: TARGET, "{} paths changed: {scope:?}", msg.paths.len());
+        self.busy = msg.busy;
         self.refresh(scope);
+        self.busy.clear();
         // A folder may have been replaced under the same path (a renamed
         // `live/`): the watcher re-checks what its watches are on.
         self.send_watch();

@@ -238,3 +238,24 @@ fn clace_restart_reaches_an_https_only_daemon() {
     assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
     proc.wait_for_line("restarting the file watcher", DEADLINE);
 }
+
+#[test]
+fn sighup_during_start_up_does_not_kill_the_daemon() {
+    let world = World::with_certs();
+    // Enough pairs that loading them takes a moment after the bind.
+    for i in 0..150 {
+        install_pair(
+            &world.certs,
+            &format!("n{i}.test"),
+            &make_pair(&[&format!("n{i}.test")]),
+        );
+    }
+    world.configure("", "", "");
+    let mut proc = world.clace.spawn(&["serve"]);
+    proc.wait_for_line("bound http", DEADLINE);
+    proc.signal(Signal::SIGHUP);
+    proc.signal(Signal::SIGUSR2);
+    let http = proc.listening_addr("http");
+    assert!(proc.is_running(), "stderr:\n{}", proc.stderr());
+    assert_eq!(get(http, "/_clace/health").status, 200);
+}

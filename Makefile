@@ -1,4 +1,5 @@
 # clace: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
 CARGO ?= cargo
 SHARED ?= $(abspath ../shared)
 
@@ -24,7 +25,9 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test-output.txt
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.txt
 
 ## Criterion benchmarks of the hot paths (certificate resolution).
 bench:

@@ -36,7 +36,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::util::http::{read_chunked, read_line, Response};
+use crate::util::http::{read_chunked, read_headers, read_line, Response};
 use crate::util::{self, toml_path, wait_until, Clace, Proc, DEADLINE};
 
 /// How long a certificate change may take to reach new handshakes
@@ -768,16 +768,7 @@ pub fn read_response_from(mut reader: impl BufRead) -> io::Result<Response> {
         .next()
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, status_line.clone()))?;
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(&mut reader)?;
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
+    let headers = read_headers(&mut reader)?;
     let find = |name: &str| {
         headers
             .iter()

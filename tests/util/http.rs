@@ -200,17 +200,7 @@ pub fn read_response(stream: TcpStream, head_only: bool) -> io::Result<Response>
             .next()
             .and_then(|s| s.parse::<u16>().ok())
             .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-        headers = Vec::new();
-        loop {
-            let line = read_line(&mut reader)?;
-            if line.is_empty() {
-                break;
-            }
-            let (k, v) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
+        headers = read_headers(&mut reader)?;
         // Interim responses (100 Continue) are followed by the real one.
         if !(100..200).contains(&status) || status == 101 {
             break;
@@ -245,6 +235,22 @@ pub fn read_response(stream: TcpStream, head_only: bool) -> io::Result<Response>
 }
 
 /// Decodes a chunked body (trailers are read and dropped).
+/// Reads header lines up to the blank line that ends them; a line without
+/// a colon is an error.
+pub fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(reader)?;
+        if line.is_empty() {
+            return Ok(headers);
+        }
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+}
+
 pub fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {

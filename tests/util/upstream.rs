@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use super::http::{read_chunked, read_line};
+use super::http::{read_chunked, read_headers, read_line};
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -173,16 +173,7 @@ fn serve_connection(
         let mut parts = request_line.split(' ');
         let method = parts.next().unwrap_or("").to_owned();
         let target = parts.next().unwrap_or("").to_owned();
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(&mut reader)?;
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-        }
+        let headers = read_headers(&mut reader)?;
         let find = |name: &str| {
             headers
                 .iter()

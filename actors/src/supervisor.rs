@@ -230,27 +230,19 @@ impl Daemon {
             );
             log::info!(target: "clace::supervisor", "routes updated: {} routes", new.routes.len());
         }
-        let http = (
-            old.http.host.clone(),
-            old.http.port,
-            new.http.host.clone(),
-            new.http.port,
-        );
-        if let Err(e) = self.move_listener(false, http) {
-            errors.push(e);
-            self.settings.http.host = old.http.host.clone();
-            self.settings.http.port = old.http.port;
-        }
-        let https = (
-            old.https.host.clone(),
-            old.https.port,
-            new.https.host.clone(),
-            new.https.port,
-        );
-        if let Err(e) = self.move_listener(true, https) {
-            errors.push(e);
-            self.settings.https.host = old.https.host.clone();
-            self.settings.https.port = old.https.port;
+        for tls in [false, true] {
+            let (from, to) = (bind_of(&old, tls), bind_of(&new, tls));
+            if let Err(e) = self.move_listener(tls, from.clone(), to) {
+                errors.push(e);
+                // It stays where it was, and so does what the next reload
+                // compares against.
+                let (host, port) = from;
+                if tls {
+                    (self.settings.https.host, self.settings.https.port) = (host, port);
+                } else {
+                    (self.settings.http.host, self.settings.http.port) = (host, port);
+                }
+            }
         }
         let store_settings = |s: &Settings| StoreSettings {
             cert_location: s.https.cert_location.clone(),
@@ -285,7 +277,8 @@ impl Daemon {
     fn move_listener(
         &mut self,
         tls: bool,
-        (old_host, old_port, host, port): (String, Port, String, Port),
+        (old_host, old_port): (String, Port),
+        (host, port): (String, Port),
     ) -> Result<(), String> {
         let (name, scheme) = if tls {
             (ActorName::Https, "https")
@@ -415,5 +408,14 @@ fn cert_folders(settings: &Settings) -> CertFolders {
     CertFolders {
         files: settings.https.cert_location.clone(),
         acme: settings.https.storage_location.join("certificates"),
+    }
+}
+
+/// The address one listener binds to in these settings.
+fn bind_of(settings: &Settings, tls: bool) -> (String, Port) {
+    if tls {
+        (settings.https.host.clone(), settings.https.port)
+    } else {
+        (settings.http.host.clone(), settings.http.port)
     }
 }

@@ -259,3 +259,35 @@ fn sighup_during_start_up_does_not_kill_the_daemon() {
     assert!(proc.is_running(), "stderr:\n{}", proc.stderr());
     assert_eq!(get(http, "/_clace/health").status, 200);
 }
+
+#[test]
+fn sighup_moves_a_listener_and_disables_another() {
+    let world = World::with_certs();
+    world.configure("", "", "");
+    let mut daemon = world.serve_ready();
+    let old_http = daemon.http;
+    let new_port = crate::util::closed_port();
+    world.clace.write_config(&format!(
+        "[http]\nhost = \"127.0.0.1\"\nport = {new_port}\n\n[https]\nport = -1\ncert_location = {}\n",
+        crate::util::toml_path(&world.certs)
+    ));
+    daemon.proc.signal(Signal::SIGHUP);
+    daemon.proc.wait_for_line(
+        &format!("Server listening on http://127.0.0.1:{new_port}"),
+        DEADLINE,
+    );
+    let moved: std::net::SocketAddr = ([127, 0, 0, 1], new_port).into();
+    let health = get(moved, "/_clace/health").json();
+    assert_eq!(health["actors"]["https"], "disabled", "{health}");
+    assert_eq!(health["actors"]["http"], "running", "{health}");
+    assert!(
+        wait_until(DEADLINE, || connect(old_http).is_err()),
+        "the old HTTP port is closed"
+    );
+    assert!(
+        wait_until(DEADLINE, || connect(daemon.https).is_err()),
+        "HTTPS stopped"
+    );
+    let addr_file = std::fs::read_to_string(world.clace.cl_home().join("run/clace.addr")).unwrap();
+    assert_eq!(addr_file.trim(), format!("http://127.0.0.1:{new_port}"));
+}

@@ -247,58 +247,65 @@ impl CertStore {
             .collect()
     }
 
+    /// `NAME.crt` cannot be read as a file: a dangling link, a half-deleted
+    /// default, or a pair deleted. True if what is served changed.
+    fn crt_missing(&mut self, stem: &str, crt: &Path, key: &Path) -> bool {
+        let dir = self.settings.cert_location.clone();
+        if std::fs::symlink_metadata(crt).is_ok() {
+            // A link whose target is missing (certbot re-points its
+            // links with unlink + symlink): the pair is incomplete, the
+            // last good version keeps serving, and the folders on the
+            // way to the target are watched for its arrival.
+            let slot = self.slots.entry(stem.to_string()).or_default();
+            slot.seen = None;
+            slot.dirs = link_dirs(crt);
+            slot.dirs.extend(link_dirs(key));
+            self.dirs_changed = true;
+            return false;
+        }
+        if stem == DEFAULT_STEM && std::fs::symlink_metadata(key).is_ok() {
+            let good = self.slots.get(stem).and_then(|s| s.good.clone());
+            match good {
+                // clace's own pair, half deleted: make a whole new one.
+                Some(pair) if pair.source == Source::SelfSigned => {
+                    log::info!(target: TARGET, "{} was removed; making a new self-signed default", crt.display());
+                    if let Err(e) = selfsigned::generate(&dir, true) {
+                        log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display());
+                        return false;
+                    }
+                    return self.check_pair(stem);
+                }
+                // The operator's default, half deleted (or half
+                // replaced): the last good one keeps serving, rather
+                // than no default at all.
+                Some(_) => {
+                    if !self.lone_default_key {
+                        self.lone_default_key = true;
+                        log::warn!(target: TARGET, "{} was removed but {} is still there; the previous default keeps serving until the pair is whole", crt.display(), key.display());
+                    }
+                    return false;
+                }
+                None => {}
+            }
+        }
+        // The certificate is gone: the pair stops being served.
+        self.dirs_changed |= self.slots.contains_key(stem);
+        match self.slots.remove(stem) {
+            Some(slot) if slot.good.is_some() => {
+                log::info!(target: TARGET, "{} was removed; no longer served", crt.display());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Checks one pair; true if what is served for it changed.
     fn check_pair(&mut self, stem: &str) -> bool {
         let dir = self.settings.cert_location.clone();
         let crt = dir.join(format!("{stem}.crt"));
         let key = dir.join(format!("{stem}.key"));
         let Ok(crt_meta) = std::fs::metadata(&crt) else {
-            if std::fs::symlink_metadata(&crt).is_ok() {
-                // A link whose target is missing (certbot re-points its
-                // links with unlink + symlink): the pair is incomplete, the
-                // last good version keeps serving, and the folders on the
-                // way to the target are watched for its arrival.
-                let slot = self.slots.entry(stem.to_string()).or_default();
-                slot.seen = None;
-                slot.dirs = link_dirs(&crt);
-                slot.dirs.extend(link_dirs(&key));
-                self.dirs_changed = true;
-                return false;
-            }
-            if stem == DEFAULT_STEM && std::fs::symlink_metadata(&key).is_ok() {
-                let good = self.slots.get(stem).and_then(|s| s.good.clone());
-                match good {
-                    // clace's own pair, half deleted: make a whole new one.
-                    Some(pair) if pair.source == Source::SelfSigned => {
-                        log::info!(target: TARGET, "{} was removed; making a new self-signed default", crt.display());
-                        if let Err(e) = selfsigned::generate(&dir, true) {
-                            log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display());
-                            return false;
-                        }
-                        return self.check_pair(stem);
-                    }
-                    // The operator's default, half deleted (or half
-                    // replaced): the last good one keeps serving, rather
-                    // than no default at all.
-                    Some(_) => {
-                        if !self.lone_default_key {
-                            self.lone_default_key = true;
-                            log::warn!(target: TARGET, "{} was removed but {} is still there; the previous default keeps serving until the pair is whole", crt.display(), key.display());
-                        }
-                        return false;
-                    }
-                    None => {}
-                }
-            }
-            // The certificate is gone: the pair stops being served.
-            self.dirs_changed |= self.slots.contains_key(stem);
-            return match self.slots.remove(stem) {
-                Some(slot) if slot.good.is_some() => {
-                    log::info!(target: TARGET, "{} was removed; no longer served", crt.display());
-                    true
-                }
-                _ => false,
-            };
+            return self.crt_missing(stem, &crt, &key);
         };
         let key_meta = std::fs::metadata(&key).ok();
         let fp = Fingerprint {
@@ -361,6 +368,10 @@ impl CertStore {
                 );
                 slot.good = Some(Arc::new(pair));
                 self.metrics.reload_ok();
+                if stem == DEFAULT_STEM {
+                    // Whole again: a later half-deletion is reported anew.
+                    self.lone_default_key = false;
+                }
                 true
             }
             Err(e) => {

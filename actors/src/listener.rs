@@ -81,9 +81,6 @@ pub struct Listener {
     limits: Limits,
     workers: usize,
     server: Option<ServerHandle>,
-    /// Bumped on each server start, so the end of an old server is not
-    /// mistaken for a failure of the current one.
-    generation: u64,
     /// Consecutive failures, for the restart backoff.
     failures: u32,
     announced: bool,
@@ -116,7 +113,6 @@ impl Listener {
             limits,
             workers,
             server: None,
-            generation: 0,
             failures: 0,
             announced: false,
             shutting_down: false,
@@ -165,11 +161,11 @@ impl Listener {
             }
         };
         self.server = Some(server.handle());
-        self.generation += 1;
-        let generation = self.generation;
         let join = actix_rt::spawn(server);
-        ctx.spawn(join.into_actor(self).map(move |res, act, ctx| {
-            if act.generation == generation && !act.shutting_down {
+        ctx.spawn(join.into_actor(self).map(|res, act, ctx| {
+            // Only the current server can end here: a restart drops this
+            // future with the old context, and a shutdown sets the flag.
+            if !act.shutting_down {
                 log::error!(target: act.target(), "the {} server stopped on its own ({res:?}); restarting it", act.name.as_str());
                 act.server = None;
                 act.failures += 1;
@@ -197,7 +193,6 @@ impl Listener {
     /// Stops the current server gracefully, in the background.
     fn stop_server(&mut self) {
         if let Some(handle) = self.server.take() {
-            self.generation += 1;
             actix_rt::spawn(handle.stop(true));
         }
     }
@@ -278,7 +273,6 @@ impl Handler<Shutdown> for Listener {
         // Our duplicate of the socket would keep the port accepting
         // connections that nobody serves: close it with the server.
         self.socket = None;
-        self.generation += 1;
         let handle = self.server.take();
         let name = self.name.as_str();
         Box::pin(async move {

@@ -10,7 +10,7 @@ use clace_actors::settings::{
 };
 
 use super::expand::expand_path;
-use super::raw::RawConfig;
+use super::raw::{RawConfig, DEFAULT_PROXY_TIMEOUT};
 use super::{err, ConfigError, Origins};
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
@@ -172,6 +172,12 @@ pub(super) fn check(
                 )))
             }
             (Some(dir), None) => {
+                if r.timeout.is_some() {
+                    return Err(rbad(
+                        "timeout",
+                        "is for proxy routes; this route is static".into(),
+                    ));
+                }
                 let p = expand_path(dir, home)
                     .map_err(|var| rbad("static", format!("uses ${var}, which is not set")))?;
                 std::fs::canonicalize(&p)
@@ -196,15 +202,15 @@ pub(super) fn check(
                         format!("is {url:?}; it must be an http:// or https:// URL with a host"),
                     ));
                 }
-                let timeout = u64::try_from(r.timeout)
+                let seconds = *r.timeout.get_or_insert(DEFAULT_PROXY_TIMEOUT);
+                let timeout = u64::try_from(seconds)
                     .ok()
                     .filter(|t| *t >= 1)
                     .ok_or_else(|| {
                         rbad(
                             "timeout",
                             format!(
-                                "is {}; accepted: a whole number of seconds, at least 1",
-                                r.timeout
+                                "is {seconds}; accepted: a whole number of seconds, at least 1"
                             ),
                         )
                     })?;

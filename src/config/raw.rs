@@ -51,14 +51,14 @@ pub struct RawRoute {
     pub r#static: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
-    /// Seconds a proxied upstream may take to send its response head.
-    #[serde(default = "default_timeout")]
-    pub timeout: i64,
+    /// Seconds a proxied upstream may take to send its response head
+    /// (proxy routes only; 60 when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
 }
 
-fn default_timeout() -> i64 {
-    60
-}
+/// The `timeout` of a proxy route that gives none.
+pub const DEFAULT_PROXY_TIMEOUT: i64 = 60;
 
 fn root_path() -> String {
     "/".to_string()

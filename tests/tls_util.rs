@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::util::http::{read_chunked, read_headers, read_line, Response};
+use crate::util::http::{read_response_from, Response};
 use crate::util::{self, toml_path, wait_until, Clace, Proc, DEADLINE};
 
 /// How long a certificate change may take to reach new handshakes
@@ -633,7 +633,7 @@ impl Handshake {
     pub fn http1(mut self, request: &[u8]) -> io::Result<Response> {
         self.stream.write_all(request)?;
         self.stream.flush()?;
-        read_response_from(BufReader::new(self.stream))
+        read_response_from(BufReader::new(self.stream), false)
     }
 }
 
@@ -751,57 +751,6 @@ impl ServerCertVerifier for AcceptAny {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// Reads one HTTP/1 response from any buffered stream (the TLS one).
-pub fn read_response_from(mut reader: impl BufRead) -> io::Result<Response> {
-    let status_line = read_line(&mut reader)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not an HTTP/1 status line: {status_line:?}"),
-        ));
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, status_line.clone()))?;
-    let headers = read_headers(&mut reader)?;
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let mut body = Vec::new();
-    if find("transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked")) {
-        body = read_chunked(&mut reader)?;
-    } else if let Some(len) = find("content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, len.clone()))?;
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else if status != 204 && status != 304 {
-        // Framed by the end of the connection; a missing close_notify is
-        // not the test's concern.
-        let mut buf = [0u8; 8192];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => body.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
 }
 
 // ---------------------------------------------------------------------------

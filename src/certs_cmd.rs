@@ -45,7 +45,7 @@ pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
     }
     let mut infos: Vec<CertInfo> = inventory::scan_folder(&https.cert_location, Source::File, now);
     infos.extend(inventory::scan_folder(
-        &https.storage_location.join("certificates"),
+        &https.acme_certificates(),
         Source::Acme,
         now,
     ));

@@ -73,6 +73,12 @@ impl HttpsSettings {
     pub fn acme_enabled(&self) -> bool {
         !self.service_email.is_empty()
     }
+
+    /// The folder of ACME certificates under `storage_location`, which
+    /// `clace certs` and `/_clace/certs` list.
+    pub fn acme_certificates(&self) -> PathBuf {
+        self.storage_location.join("certificates")
+    }
 }
 
 /// One `[[route]]`.

@@ -407,7 +407,7 @@ fn url(scheme: &str, host: &str, socket: &TcpListener) -> String {
 fn cert_folders(settings: &Settings) -> CertFolders {
     CertFolders {
         files: settings.https.cert_location.clone(),
-        acme: settings.https.storage_location.join("certificates"),
+        acme: settings.https.acme_certificates(),
     }
 }
 

@@ -7,11 +7,14 @@
 
 mod util;
 
+mod acme;
+
 mod cli;
 mod config;
 mod http_routes;
 mod proxy;
 mod signals;
+mod systemd;
 mod static_files;
 
 mod admin;

@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine (as root), or says
 # exactly what to install. The tests need: openssl (to prove TLS 1.1 is
-# refused), and rustfmt/clippy for the lint step.
+# refused), pebble (Let's Encrypt's test CA and its mock DNS,
+# pebble-challtestsrv: the ACME tests run the real thing), caddy (the ACME
+# compatibility test reads a storage folder Caddy filled), libcap2-bin
+# (setcap), and rustfmt/clippy for the lint step.
 set -euo pipefail
 
+# has COMMAND: on the PATH, or in the sbin folders a non-root PATH lacks.
+has() {
+    command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
+}
+
 missing=()
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+has openssl || missing+=(openssl)
+{ has "${PEBBLE_BIN:-pebble}" && has "${PEBBLE_CHALLTESTSRV_BIN:-pebble-challtestsrv}"; } || missing+=(pebble)
+has "${CADDY_BIN:-caddy}" || missing+=(caddy)
+has setcap || missing+=(libcap2-bin)
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

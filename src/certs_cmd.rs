@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use clace_actors::acme::AcmeSettings;
 use clace_actors::certs::inventory::{self, CertInfo};
 use clace_actors::certs::pair::Source;
 use clace_actors::certs::store::read_folder;
@@ -13,7 +14,14 @@ pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
     let https = &loaded.settings.https;
     let now = clace_actors::certs::now();
     if let Some(name) = name {
-        let snapshot = read_folder(&https.cert_location, https.enable_cert_lookup);
+        // ACME certificates count (step 3) when ACME is enabled.
+        let acme = AcmeSettings::from_settings(&loaded.settings, None)
+            .map(|a| a.storage().certificates_dir());
+        let snapshot = read_folder(
+            &https.cert_location,
+            acme.as_deref(),
+            https.enable_cert_lookup,
+        );
         return match inventory::explain(&snapshot, name, now) {
             Some(info) => {
                 if json {
@@ -44,8 +52,8 @@ pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
         };
     }
     let mut infos: Vec<CertInfo> = inventory::scan_folder(&https.cert_location, Source::File, now);
-    infos.extend(inventory::scan_folder(
-        &https.acme_certificates(),
+    infos.extend(inventory::scan_pairs(
+        inventory::all_managed_pair_files(&https.acme_certificates()),
         Source::Acme,
         now,
     ));

@@ -13,6 +13,8 @@
 //! - [`certs`]: certificate pairs, the immutable snapshot and the lock-free
 //!   resolver, the self-signed default, the cert store actor.
 //! - [`watcher`]: the filesystem watcher actor (notify, with polling).
+//! - [`acme`]: the ACME issuer actor (instant-acme, TLS-ALPN-01,
+//!   certmagic's storage layout).
 //! - [`health`]: the shared table of actor states.
 //! - [`messages`]: every message the actors exchange.
 //!
@@ -25,6 +27,7 @@
 //! - A restart of one actor never touches the others.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod certs;
 pub mod health;
 pub mod listener;

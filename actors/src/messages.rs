@@ -97,3 +97,42 @@ pub struct ReconfigureWatcher {
     pub mode: crate::settings::CertWatch,
     pub rescan_interval: std::time::Duration,
 }
+
+/// ACME issuer -> cert store: serve this TLS-ALPN-01 challenge certificate
+/// for `name` (`None`: the challenge is over). Answered once the snapshot
+/// holding it is published.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetChallenge {
+    pub name: String,
+    pub cert: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// ACME issuer -> cert store: certificates for these names were written to
+/// the storage; read them now. Answered once they are published.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AcmeStored {
+    pub names: Vec<String>,
+}
+
+/// Cert store -> ACME issuer: a new snapshot was published (a file
+/// certificate that covered a name may be gone).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SnapshotPublished;
+
+/// ACME issuer -> cert store, when the issuer starts: tell me of every new
+/// snapshot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeIssuer {
+    pub issuer: actix::Recipient<SnapshotPublished>,
+}
+
+/// Supervisor -> ACME issuer (SIGHUP): new settings; `None` disables ACME.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReconfigureAcme {
+    pub settings: Option<crate::acme::AcmeSettings>,
+}

@@ -3,19 +3,49 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::certs::pair::Source;
 use crate::certs::snapshot::Snapshot;
 use crate::health::{ActorName, Health};
 
-/// Counters written by the cert store (the resolver counts handshakes).
+/// Counters written by the cert store and the ACME issuer (the resolver
+/// counts handshakes).
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub reloads_ok: AtomicU64,
     pub reloads_rejected: AtomicU64,
+    pub acme_orders_ok: AtomicU64,
+    pub acme_orders_failed: AtomicU64,
+    /// Managed name -> Unix time of its next order or renewal.
+    acme_next: Mutex<BTreeMap<String, i64>>,
 }
 
 impl Metrics {
+    pub fn acme_order(&self, ok: bool) {
+        let counter = if ok {
+            &self.acme_orders_ok
+        } else {
+            &self.acme_orders_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_acme_next_attempt(&self, name: &str, at: i64) {
+        self.acme_next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), at);
+    }
+
+    /// Forgets the names that are no longer managed.
+    pub fn retain_acme_names(&self, names: &[String]) {
+        self.acme_next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|n, _| names.contains(n));
+    }
+
     pub fn reload_ok(&self) {
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
     }
@@ -68,6 +98,32 @@ impl Metrics {
             "clace_cert_reloads_total{{result=\"rejected\"}} {}",
             self.reloads_rejected.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP clace_acme_orders_total ACME orders, by result.\n");
+        out.push_str("# TYPE clace_acme_orders_total counter\n");
+        for (result, counter) in [
+            ("ok", &self.acme_orders_ok),
+            ("failed", &self.acme_orders_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "clace_acme_orders_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP clace_acme_next_attempt_seconds Unix time of the next ACME order or renewal of each managed name.\n");
+        out.push_str("# TYPE clace_acme_next_attempt_seconds gauge\n");
+        for (name, at) in self
+            .acme_next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "clace_acme_next_attempt_seconds{{name=\"{}\"}} {at}",
+                escape(name)
+            );
+        }
         out.push_str("# HELP clace_actor_restarts_total Restarts of each actor.\n");
         out.push_str("# TYPE clace_actor_restarts_total counter\n");
         for actor in ActorName::ALL {

@@ -17,21 +17,20 @@ use std::sync::Arc;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 
+use crate::acme::{AcmeIssuer, AcmeSettings};
 use crate::certs::resolver::{server_config, CertResolver};
 use crate::certs::snapshot::Snapshot;
 use crate::certs::store::{CertStore, StoreSettings};
 use crate::health::{ActorName, ActorState, Health};
 use crate::listener::{self, Limits, Listener};
-use crate::messages::{Rebind, ReconfigureStore, ReconfigureWatcher, Rescan, Restart, Shutdown};
+use crate::messages::{
+    Rebind, ReconfigureAcme, ReconfigureStore, ReconfigureWatcher, Rescan, Restart, Shutdown,
+};
 use crate::metrics::Metrics;
 use crate::router::admin::{Admin, CertFolders, Control};
 use crate::router::{RouteTable, RouterState};
 use crate::settings::{Port, Settings};
 use crate::watcher::Watcher;
-
-/// Whether this build has an ACME issuer to answer TLS-ALPN-01 challenges:
-/// until it does, `acme-tls/1` is not offered in ALPN.
-const ACME_ISSUER: bool = false;
 
 /// Sockets bound before the actors start (`None`: that listener is disabled).
 #[derive(Debug, Default)]
@@ -59,6 +58,7 @@ pub struct Daemon {
     https_url: Option<String>,
     certstore: Addr<CertStore>,
     watcher: Addr<Watcher>,
+    acme: Addr<AcmeIssuer>,
     http: Option<Addr<Listener>>,
     https: Option<Addr<Listener>>,
 }
@@ -72,11 +72,7 @@ impl Daemon {
         let https = &settings.https;
 
         let store = CertStore::load(
-            StoreSettings {
-                cert_location: https.cert_location.clone(),
-                lookup_enabled: https.enable_cert_lookup,
-                rescan_interval: https.cert_rescan_interval,
-            },
+            store_settings(settings),
             Arc::clone(&snapshot),
             Arc::clone(&metrics),
             Arc::clone(&health),
@@ -98,12 +94,27 @@ impl Daemon {
             })
         };
 
-        if https.acme_enabled() {
-            log::warn!(target: "clace::acme", "service_email is set, but this build has no ACME issuer yet: no certificate will be ordered");
-            health.set(ActorName::Acme, ActorState::Failed);
-        } else {
-            health.set(ActorName::Acme, ActorState::Disabled);
-        }
+        // The issuer exists whether or not ACME is enabled (a SIGHUP may
+        // enable it); disabled, it does nothing. Its own arbiter: key
+        // generation and the CA's answers never delay the cert store.
+        let https_port = bound
+            .https
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.port());
+        let acme_settings = AcmeSettings::from_settings(settings, https_port);
+        let acme_enabled = acme_settings.is_some();
+        let acme = {
+            let (store, snapshot, health, metrics) = (
+                certstore.clone(),
+                Arc::clone(&snapshot),
+                Arc::clone(&health),
+                Arc::clone(&metrics),
+            );
+            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                AcmeIssuer::new(acme_settings, store, snapshot, health, metrics)
+            })
+        };
 
         let resolver = Arc::new(CertResolver::new(Arc::clone(&snapshot)));
         let admin = Admin {
@@ -130,7 +141,7 @@ impl Daemon {
         let https_url = bound.https.as_ref().map(|s| url("https", &https.host, s));
         let https_listener = match bound.https {
             Some(socket) => {
-                let tls = Arc::new(server_config(Arc::clone(&resolver), ACME_ISSUER)?);
+                let tls = Arc::new(server_config(Arc::clone(&resolver), acme_enabled)?);
                 let l = Listener::new(
                     https.host.clone(),
                     socket,
@@ -167,6 +178,9 @@ impl Daemon {
         let mut restart: HashMap<ActorName, Recipient<Restart>> = HashMap::new();
         restart.insert(ActorName::CertStore, certstore.clone().recipient());
         restart.insert(ActorName::Watcher, watcher.clone().recipient());
+        if acme_enabled {
+            restart.insert(ActorName::Acme, acme.clone().recipient());
+        }
         if let Some(a) = &http_listener {
             restart.insert(ActorName::Http, a.clone().recipient());
         }
@@ -187,6 +201,7 @@ impl Daemon {
             https_url,
             certstore,
             watcher,
+            acme,
             http: http_listener,
             https: https_listener,
         })
@@ -206,6 +221,7 @@ impl Daemon {
                 Some(a) => a.do_send(Restart),
                 None => return false,
             },
+            ActorName::Acme if self.settings.https.acme_enabled() => self.acme.do_send(Restart),
             ActorName::Acme => return false,
         }
         true
@@ -244,11 +260,6 @@ impl Daemon {
                 }
             }
         }
-        let store_settings = |s: &Settings| StoreSettings {
-            cert_location: s.https.cert_location.clone(),
-            lookup_enabled: s.https.enable_cert_lookup,
-            rescan_interval: s.https.cert_rescan_interval,
-        };
         if cert_folders(&old) != cert_folders(&new) {
             self.router
                 .admin
@@ -260,6 +271,29 @@ impl Daemon {
             self.certstore.do_send(ReconfigureStore {
                 settings: store_settings(&new),
             });
+        }
+        let https_port = self
+            .https_url
+            .as_deref()
+            .and_then(|u| u.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+        let (old_acme, new_acme) = (
+            AcmeSettings::from_settings(&old, https_port),
+            AcmeSettings::from_settings(&new, https_port),
+        );
+        if old_acme != new_acme {
+            log::info!(target: "clace::supervisor", "ACME settings changed: the issuer takes them");
+            if let Some(c) = self.router.admin.control.get() {
+                if new_acme.is_some() {
+                    c.insert(ActorName::Acme, self.acme.clone().recipient());
+                } else {
+                    c.remove(ActorName::Acme);
+                }
+            }
+            if old_acme.is_some() != new_acme.is_some() && self.https.is_some() {
+                log::warn!(target: "clace::supervisor", "ACME was turned {} by a reload: the HTTPS listener offers acme-tls/1 accordingly after its next restart (SIGRTMIN+2 or `clace restart https`)", if new_acme.is_some() { "on" } else { "off" });
+            }
+            self.acme.do_send(ReconfigureAcme { settings: new_acme });
         }
         if old.https.cert_watch != new.https.cert_watch
             || old.https.cert_rescan_interval != new.https.cert_rescan_interval
@@ -339,7 +373,10 @@ impl Daemon {
             }
             None => {
                 let tls_config = if tls {
-                    match server_config(Arc::clone(&self.resolver), ACME_ISSUER) {
+                    match server_config(
+                        Arc::clone(&self.resolver),
+                        self.settings.https.acme_enabled(),
+                    ) {
                         Ok(c) => Some(Arc::new(c)),
                         Err(e) => return Err(format!("cannot build the TLS configuration: {e}")),
                     }
@@ -401,6 +438,16 @@ impl Daemon {
 fn url(scheme: &str, host: &str, socket: &TcpListener) -> String {
     let port = socket.local_addr().map_or(0, |a| a.port());
     format!("{scheme}://{host}:{port}")
+}
+
+/// What the cert store runs on, for these settings.
+fn store_settings(s: &Settings) -> StoreSettings {
+    StoreSettings {
+        cert_location: s.https.cert_location.clone(),
+        lookup_enabled: s.https.enable_cert_lookup,
+        rescan_interval: s.https.cert_rescan_interval,
+        acme_dir: AcmeSettings::from_settings(s, None).map(|a| a.storage().certificates_dir()),
+    }
 }
 
 /// The folders `/_clace/certs` lists for these settings.

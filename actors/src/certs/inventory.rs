@@ -61,7 +61,16 @@ pub struct NameInfo {
 /// mismatched key), its names, issuer and expiry are still shown, since they
 /// tell the operator which certificate is at fault.
 pub fn scan_folder(dir: &Path, source_hint: Source, now: i64) -> Vec<CertInfo> {
-    let mut infos: Vec<CertInfo> = pair_files(dir)
+    scan_pairs(pair_files(dir), source_hint, now)
+}
+
+/// Describes the pairs given as `(stem, cert, key)`, sorted by file.
+pub fn scan_pairs(
+    files: Vec<(String, PathBuf, PathBuf)>,
+    source_hint: Source,
+    now: i64,
+) -> Vec<CertInfo> {
+    let mut infos: Vec<CertInfo> = files
         .into_iter()
         .map(|(stem, cert_path, key_path)| {
             match read_pair(&stem, &cert_path, &key_path, source_hint) {
@@ -202,6 +211,42 @@ pub fn rfc3339(unix: i64) -> Option<String> {
 /// say "not a valid host name" rather than silently show the default.
 pub fn is_valid_name(name: &str) -> bool {
     normalize_sni(name).is_some()
+}
+
+/// The `(name, cert, key)` of every ACME pair of one issuer's folder
+/// (certmagic's `certificates/<issuer>`): `<name>/<name>.crt` + `.key`.
+pub fn managed_pair_files(issuer_dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let Ok(entries) = fs::read_dir(issuer_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<_> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
+        .filter_map(|name| {
+            let dir = issuer_dir.join(&name);
+            let crt = dir.join(format!("{name}.crt"));
+            crt.is_file()
+                .then(|| (name.clone(), crt, dir.join(format!("{name}.key"))))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Every ACME pair under `certificates/`, of every issuer.
+pub fn all_managed_pair_files(certificates: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let Ok(entries) = fs::read_dir(certificates) else {
+        return Vec::new();
+    };
+    let mut issuers: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| !e.file_name().as_bytes().starts_with(b"."))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    issuers.sort();
+    issuers.iter().flat_map(|i| managed_pair_files(i)).collect()
 }
 
 /// The `(stem, cert, key)` of every `*.crt` directly in `dir`.

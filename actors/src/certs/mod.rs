@@ -2,6 +2,7 @@
 //! them, the lock-free resolver that reads it on every handshake, the
 //! self-signed default, and the cert store actor that owns them all.
 
+pub mod atomic;
 pub mod inventory;
 pub mod pair;
 pub mod resolver;

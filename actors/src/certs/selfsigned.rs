@@ -6,12 +6,10 @@
 //! default the operator dropped in is never replaced, and `clace certs`
 //! reports it as `self-signed`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use rcgen::{
@@ -104,9 +102,7 @@ pub fn generate(dir: &Path, replace: bool) -> Result<(), SelfSignedError> {
     }
     // Make the renames durable; a failure here loses nothing that a new
     // generation at the next start would not make again.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    super::atomic::sync_dir(dir);
     info!(
         "created self-signed default certificate {} (names: {})",
         cert_path.display(),
@@ -199,46 +195,19 @@ fn make_pem(names: &[String], now: i64) -> Result<(String, String), SelfSignedEr
 }
 
 fn create_dir(dir: &Path) -> Result<(), SelfSignedError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|error| SelfSignedError::CreateDir {
-            dir: dir.to_path_buf(),
-            error,
-        })
+    super::atomic::create_private_dir(dir).map_err(|error| SelfSignedError::CreateDir {
+        dir: dir.to_path_buf(),
+        error,
+    })
 }
 
 /// Writes `content` to a new dot-file next to `target`, mode 0600, synced;
 /// returns its path.
-fn write_temp(dir: &Path, target: &Path, content: &[u8]) -> Result<PathBuf, SelfSignedError> {
-    let base = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{base}.{}.{nanos}.tmp", std::process::id()));
-    let fail = |error| SelfSignedError::Write {
+fn write_temp(_dir: &Path, target: &Path, content: &[u8]) -> Result<PathBuf, SelfSignedError> {
+    super::atomic::write_temp(target, content, 0o600).map_err(|error| SelfSignedError::Write {
         file: target.to_path_buf(),
         error,
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    let written = file.write_all(content).and_then(|()| file.sync_all());
-    if let Err(error) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(fail(error));
-    }
-    Ok(tmp)
+    })
 }
 
 #[cfg(test)]

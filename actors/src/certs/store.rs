@@ -19,14 +19,16 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
+use rustls::sign::CertifiedKey;
 
-use crate::certs::inventory::pair_files;
+use crate::certs::inventory::{managed_pair_files, pair_files};
 use crate::certs::pair::{read_pair, Pair, Source};
 use crate::certs::selfsigned;
 use crate::certs::snapshot::{Snapshot, DEFAULT_STEM};
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{
-    PathsChanged, ReconfigureStore, Rescan, Restart, SubscribeWatcher, WatchDirs,
+    AcmeStored, PathsChanged, ReconfigureStore, Rescan, Restart, SetChallenge, SnapshotPublished,
+    SubscribeIssuer, SubscribeWatcher, WatchDirs,
 };
 use crate::metrics::Metrics;
 
@@ -38,6 +40,16 @@ pub struct StoreSettings {
     pub cert_location: PathBuf,
     pub lookup_enabled: bool,
     pub rescan_interval: Duration,
+    /// `certificates/<issuer>` under `storage_location` when ACME is
+    /// enabled: one `<name>/<name>.crt` + `.key` per managed name.
+    pub acme_dir: Option<PathBuf>,
+}
+
+/// Where a pair lives: `cert_location`, or the ACME storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Acme,
 }
 
 /// One `NAME.crt` + `NAME.key` in `cert_location`.
@@ -101,7 +113,10 @@ fn recent(meta: &Metadata) -> bool {
 #[derive(Debug)]
 enum Scope {
     All,
+    /// Pairs of `cert_location`, by stem.
     Stems(BTreeSet<String>),
+    /// ACME pairs, by name.
+    Acme(BTreeSet<String>),
 }
 
 pub struct CertStore {
@@ -110,7 +125,12 @@ pub struct CertStore {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     slots: BTreeMap<String, Slot>,
+    /// ACME certificates from the storage, by name.
+    acme_slots: BTreeMap<String, Slot>,
+    /// Pending TLS-ALPN-01 challenge certificates, by name.
+    challenges: HashMap<String, Arc<CertifiedKey>>,
     watcher: Option<Recipient<WatchDirs>>,
+    issuer: Option<Recipient<SnapshotPublished>>,
     watched: BTreeSet<PathBuf>,
     /// `default.key` without `default.crt` was reported (log it once).
     lone_default_key: bool,
@@ -121,6 +141,7 @@ pub struct CertStore {
     defer_young: bool,
     /// Pairs put off by the last periodic rescan.
     deferred: BTreeSet<String>,
+    deferred_acme: BTreeSet<String>,
     /// While handling `PathsChanged`: files the watcher saw still open.
     busy: BTreeSet<PathBuf>,
 }
@@ -140,12 +161,16 @@ impl CertStore {
             metrics,
             health,
             slots: BTreeMap::new(),
+            acme_slots: BTreeMap::new(),
+            challenges: HashMap::new(),
             watcher: None,
+            issuer: None,
             watched: BTreeSet::new(),
             lone_default_key: false,
             dirs_changed: true,
             defer_young: false,
             deferred: BTreeSet::new(),
+            deferred_acme: BTreeSet::new(),
             busy: BTreeSet::new(),
         };
         store.ensure_default();
@@ -212,22 +237,28 @@ impl CertStore {
 
     /// Re-checks the pairs in scope; publishes a new snapshot if any changed.
     fn refresh(&mut self, scope: Scope) {
-        let stems = match scope {
+        let (stems, names) = match scope {
             Scope::All => {
                 let mut stems = self.list_stems();
                 // Pairs that disappeared from the folder are checked too.
                 stems.extend(self.slots.keys().cloned());
-                stems
+                let mut names = self.list_acme_names();
+                names.extend(self.acme_slots.keys().cloned());
+                (stems, names)
             }
-            Scope::Stems(s) => s,
+            Scope::Stems(s) => (s, BTreeSet::new()),
+            Scope::Acme(n) => (BTreeSet::new(), n),
         };
         let mut changed = false;
         for stem in &stems {
-            changed |= self.check_pair(stem);
+            changed |= self.check_pair(Kind::File, stem);
+        }
+        for name in &names {
+            changed |= self.check_pair(Kind::Acme, name);
         }
         if !self.slots.contains_key(DEFAULT_STEM) {
             self.ensure_default();
-            changed |= self.check_pair(DEFAULT_STEM);
+            changed |= self.check_pair(Kind::File, DEFAULT_STEM);
         }
         if changed {
             self.publish();
@@ -245,6 +276,56 @@ impl CertStore {
             .filter(|(stem, crt, _)| *crt == dir.join(format!("{stem}.crt")))
             .map(|(stem, _, _)| stem)
             .collect()
+    }
+
+    /// The `NAME` of every `NAME/NAME.crt` in the ACME folder (certmagic's
+    /// layout); none when ACME is disabled.
+    fn list_acme_names(&self) -> BTreeSet<String> {
+        let Some(dir) = &self.settings.acme_dir else {
+            return BTreeSet::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return BTreeSet::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .filter(|name| dir.join(name).join(format!("{name}.crt")).exists())
+            .collect()
+    }
+
+    /// The certificate and key paths of a pair.
+    fn pair_paths(&self, kind: Kind, stem: &str) -> Option<(PathBuf, PathBuf)> {
+        let dir = match kind {
+            Kind::File => self.settings.cert_location.clone(),
+            Kind::Acme => self.settings.acme_dir.as_ref()?.join(stem),
+        };
+        Some((
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        ))
+    }
+
+    /// An ACME `NAME.crt` cannot be read: a link whose target is missing
+    /// keeps the last good version, anything else stops being served.
+    fn acme_missing(&mut self, name: &str, crt: &Path, key: &Path) -> bool {
+        if std::fs::symlink_metadata(crt).is_ok() {
+            let slot = self.acme_slots.entry(name.to_string()).or_default();
+            slot.seen = None;
+            slot.dirs = link_dirs(crt);
+            slot.dirs.extend(link_dirs(key));
+            self.dirs_changed = true;
+            return false;
+        }
+        self.dirs_changed |= self.acme_slots.contains_key(name);
+        match self.acme_slots.remove(name) {
+            Some(slot) if slot.good.is_some() => {
+                log::info!(target: TARGET, "{} was removed; no longer served", crt.display());
+                true
+            }
+            _ => false,
+        }
     }
 
     /// `NAME.crt` cannot be read as a file: a dangling link, a half-deleted
@@ -273,7 +354,7 @@ impl CertStore {
                         log::error!(target: TARGET, "cannot replace the self-signed default in {}: {e}", dir.display());
                         return false;
                     }
-                    return self.check_pair(stem);
+                    return self.check_pair(Kind::File, stem);
                 }
                 // The operator's default, half deleted (or half
                 // replaced): the last good one keeps serving, rather
@@ -300,12 +381,15 @@ impl CertStore {
     }
 
     /// Checks one pair; true if what is served for it changed.
-    fn check_pair(&mut self, stem: &str) -> bool {
-        let dir = self.settings.cert_location.clone();
-        let crt = dir.join(format!("{stem}.crt"));
-        let key = dir.join(format!("{stem}.key"));
+    fn check_pair(&mut self, kind: Kind, stem: &str) -> bool {
+        let Some((crt, key)) = self.pair_paths(kind, stem) else {
+            return false;
+        };
         let Ok(crt_meta) = std::fs::metadata(&crt) else {
-            return self.crt_missing(stem, &crt, &key);
+            return match kind {
+                Kind::File => self.crt_missing(stem, &crt, &key),
+                Kind::Acme => self.acme_missing(stem, &crt, &key),
+            };
         };
         let key_meta = std::fs::metadata(&key).ok();
         let fp = Fingerprint {
@@ -320,10 +404,17 @@ impl CertStore {
             // Found by a periodic rescan, not by an event: the file may be
             // in the middle of a write that no close event will announce
             // (no watcher, a network filesystem). Look again in a moment.
-            self.deferred.insert(stem.to_string());
+            match kind {
+                Kind::File => self.deferred.insert(stem.to_string()),
+                Kind::Acme => self.deferred_acme.insert(stem.to_string()),
+            };
             return false;
         }
-        let slot = self.slots.entry(stem.to_string()).or_default();
+        let slots = match kind {
+            Kind::File => &mut self.slots,
+            Kind::Acme => &mut self.acme_slots,
+        };
+        let slot = slots.entry(stem.to_string()).or_default();
         if slot.seen.as_ref() == Some(&fp) {
             return false;
         }
@@ -341,9 +432,13 @@ impl CertStore {
             log::warn!(target: TARGET, "{} has no {}{keeping}", crt.display(), key.display());
             return false;
         }
-        match read_pair(stem, &crt, &key, Source::File) {
+        let source = match kind {
+            Kind::File => Source::File,
+            Kind::Acme => Source::Acme,
+        };
+        match read_pair(stem, &crt, &key, source) {
             Ok(pair) => {
-                if pair.stem_not_in_names() {
+                if kind == Kind::File && pair.stem_not_in_names() {
                     log::warn!(target: TARGET, "{} is named for {stem} but its names are [{}]; it is served for {stem} anyway", crt.display(), pair.names.join(", "));
                 }
                 selfsigned::warn_if_key_readable(&key);
@@ -368,7 +463,7 @@ impl CertStore {
                 );
                 slot.good = Some(Arc::new(pair));
                 self.metrics.reload_ok();
-                if stem == DEFAULT_STEM {
+                if kind == Kind::File && stem == DEFAULT_STEM {
                     // Whole again: a later half-deletion is reported anew.
                     self.lone_default_key = false;
                 }
@@ -397,15 +492,23 @@ impl CertStore {
 
     fn publish(&mut self) {
         let files: Vec<Arc<Pair>> = self.slots.values().filter_map(|s| s.good.clone()).collect();
-        let count = files.len();
+        let acme: Vec<Arc<Pair>> = self
+            .acme_slots
+            .values()
+            .filter_map(|s| s.good.clone())
+            .collect();
+        let count = files.len() + acme.len();
         let snapshot = Snapshot::build(
             files,
-            Vec::new(),
-            HashMap::new(),
+            acme,
+            self.challenges.clone(),
             self.settings.lookup_enabled,
         );
         self.shared.store(Arc::new(snapshot));
         log::debug!(target: TARGET, "published a snapshot of {count} pairs");
+        if let Some(issuer) = &self.issuer {
+            issuer.do_send(SnapshotPublished);
+        }
     }
 
     /// Tells the watcher the folders to watch, when they changed.
@@ -416,7 +519,12 @@ impl CertStore {
         self.dirs_changed = false;
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         dirs.insert(canonical_or(&self.settings.cert_location));
-        for slot in self.slots.values() {
+        if let Some(acme) = &self.settings.acme_dir {
+            // The folder of new names (or, until it exists, the nearest
+            // folder on the way to it).
+            dirs.extend(link_dirs(&acme.join(".clace-watch")));
+        }
+        for slot in self.slots.values().chain(self.acme_slots.values()) {
             dirs.extend(slot.dirs.iter().cloned());
         }
         if dirs != self.watched {
@@ -438,8 +546,18 @@ impl CertStore {
     /// folder, Kubernetes' `..data`) may concern any pair: check them all.
     fn scope_of(&self, paths: &BTreeSet<PathBuf>) -> Scope {
         let dir = canonical_or(&self.settings.cert_location);
+        let acme = self
+            .settings
+            .acme_dir
+            .as_ref()
+            .map(|a| (a.clone(), canonical_or(a)));
         let mut stems = BTreeSet::new();
+        let mut names = BTreeSet::new();
         for p in paths {
+            if let Some(name) = acme.as_ref().and_then(|(a, real)| acme_name_of(p, a, real)) {
+                names.insert(name);
+                continue;
+            }
             let in_dir = p
                 .parent()
                 .is_some_and(|parent| parent == self.settings.cert_location || parent == dir);
@@ -457,8 +575,26 @@ impl CertStore {
                 _ => return Scope::All,
             }
         }
-        Scope::Stems(stems)
+        match (stems.is_empty(), names.is_empty()) {
+            (_, true) => Scope::Stems(stems),
+            (true, false) => Scope::Acme(names),
+            (false, false) => Scope::All,
+        }
     }
+}
+
+/// The name whose ACME pair `path` belongs to: `<acme>/<name>` itself (a
+/// folder made or renamed) or a file in it.
+fn acme_name_of(path: &Path, acme: &Path, real: &Path) -> Option<String> {
+    let rel = path
+        .strip_prefix(acme)
+        .or_else(|_| path.strip_prefix(real))
+        .ok()?;
+    let name = rel.components().next()?.as_os_str().to_str()?;
+    if name.starts_with('.') || name.is_empty() {
+        return None;
+    }
+    Some(name.to_string())
 }
 
 fn canonical_or(p: &Path) -> PathBuf {
@@ -549,10 +685,12 @@ impl Actor for CertStore {
             act.defer_young = true;
             act.refresh(Scope::All);
             act.defer_young = false;
-            if !act.deferred.is_empty() {
+            if !act.deferred.is_empty() || !act.deferred_acme.is_empty() {
                 ctx.run_later(YOUNG, |act, _| {
                     let stems = std::mem::take(&mut act.deferred);
                     act.refresh(Scope::Stems(stems));
+                    let names = std::mem::take(&mut act.deferred_acme);
+                    act.refresh(Scope::Acme(names));
                 });
             }
             // A watched folder deleted and made again needs a new watch.
@@ -622,8 +760,47 @@ impl Handler<ReconfigureStore> for CertStore {
             self.slots.clear();
             self.dirs_changed = true;
         }
+        if msg.settings.acme_dir != self.settings.acme_dir {
+            self.acme_slots.clear();
+            self.challenges.clear();
+            self.dirs_changed = true;
+        }
         self.settings = msg.settings;
         ctx.stop();
+    }
+}
+
+impl Handler<SetChallenge> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetChallenge, _ctx: &mut Context<Self>) {
+        let changed = match msg.cert {
+            Some(cert) => {
+                self.challenges.insert(msg.name, cert);
+                true
+            }
+            None => self.challenges.remove(&msg.name).is_some(),
+        };
+        if changed {
+            self.publish();
+        }
+    }
+}
+
+impl Handler<AcmeStored> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: AcmeStored, _ctx: &mut Context<Self>) {
+        // Written a moment ago by the issuer, whole (renamed into place).
+        self.refresh(Scope::Acme(msg.names.into_iter().collect()));
+    }
+}
+
+impl Handler<SubscribeIssuer> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeIssuer, _ctx: &mut Context<Self>) {
+        self.issuer = Some(msg.issuer);
     }
 }
 
@@ -638,16 +815,21 @@ impl Handler<SubscribeWatcher> for CertStore {
     }
 }
 
-/// Reads every valid pair of a folder into a snapshot, without creating or
-/// watching anything: what `clace certs --name` explains from.
-pub fn read_folder(dir: &Path, lookup_enabled: bool) -> Snapshot {
-    let pairs = pair_files(dir)
-        .into_iter()
-        .filter_map(|(stem, crt, key)| {
-            read_pair(&stem, &crt, &key, Source::File)
-                .ok()
-                .map(Arc::new)
-        })
-        .collect();
-    Snapshot::build(pairs, Vec::new(), HashMap::new(), lookup_enabled)
+/// Reads every valid pair of a folder (and of the ACME folder, when given)
+/// into a snapshot, without creating or watching anything: what
+/// `clace certs --name` explains from.
+pub fn read_folder(dir: &Path, acme_dir: Option<&Path>, lookup_enabled: bool) -> Snapshot {
+    let read = |files: Vec<(String, PathBuf, PathBuf)>, source| {
+        files
+            .into_iter()
+            .filter_map(|(stem, crt, key)| read_pair(&stem, &crt, &key, source).ok().map(Arc::new))
+            .collect()
+    };
+    let acme = acme_dir.map_or_else(Vec::new, |a| read(managed_pair_files(a), Source::Acme));
+    Snapshot::build(
+        read(pair_files(dir), Source::File),
+        acme,
+        HashMap::new(),
+        lookup_enabled,
+    )
 }

@@ -124,7 +124,11 @@ impl Admin {
         let listing = web::block(move || {
             let now = crate::certs::now();
             let mut infos = inventory::scan_folder(&files, Source::File, now);
-            infos.extend(inventory::scan_folder(&acme, Source::Acme, now));
+            infos.extend(inventory::scan_pairs(
+                inventory::all_managed_pair_files(&acme),
+                Source::Acme,
+                now,
+            ));
             infos
         })
         .await;

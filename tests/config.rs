@@ -130,6 +130,41 @@ fn https_port_out_of_range_is_refused_naming_https() {
 }
 
 #[test]
+fn a_fraction_where_a_whole_number_is_expected_is_refused_not_rounded() {
+    assert_file_refused_naming_file(
+        "[http]\nport = 0\n[https]\nport = -1\ncert_rescan_interval = 1.5\n",
+        &["`https.cert_rescan_interval` is 1.5", "whole number"],
+    );
+    assert_file_refused_naming_file(
+        "[http]\nport = 80.5\n[https]\nport = -1\n",
+        &["`http.port` is 80.5", "whole number"],
+    );
+    assert_file_refused_naming_file(
+        "[http]\nport = 0\n[https]\nport = -1\n\n[[route]]\npath = \"/\"\n\
+         proxy = \"http://127.0.0.1:9\"\ntimeout = 2.5\n",
+        &["`route[0].timeout` is 2.5", "whole number"],
+    );
+    // `true` is not 1.
+    assert_file_refused_naming_file(
+        "[http]\nport = true\n[https]\nport = -1\n",
+        &["`http.port` is true", "whole number"],
+    );
+}
+
+#[test]
+fn a_fraction_in_the_environment_is_refused_naming_the_variable() {
+    let mut clace = Clace::new();
+    clace
+        .env("CL_HTTP__PORT", "0")
+        .env("CL_HTTPS__PORT", "443.5");
+    assert_refused(
+        &clace,
+        &["serve"],
+        &["`https.port` is 443.5", "CL_HTTPS__PORT", "whole number"],
+    );
+}
+
+#[test]
 fn value_errors_in_the_file_name_the_file() {
     // The bad value comes from the file, so the file is the one to blame
     // (not the embedded defaults, not the environment).

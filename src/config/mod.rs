@@ -128,6 +128,7 @@ pub fn load_from(
         env_keys: &env_keys,
     };
     check_known_keys(&cfg, &origins)?;
+    check_whole_numbers(&cfg, &origins)?;
     let raw: RawConfig = cfg
         .clone()
         .try_deserialize()
@@ -249,6 +250,66 @@ fn check_known_keys(cfg: &Config, origins: &Origins<'_>) -> Result<(), ConfigErr
         }
     }
     Ok(())
+}
+
+/// Refuses a value that the `config` crate would turn into an integer by
+/// rounding or conversion (`1.5`, `80.5`, `true`, `"yes"`) at a key that
+/// takes a whole number: the user meant something else, and silently using
+/// 2 for 1.5 hides it. A float with no fraction (`30.0`) is that number.
+fn check_whole_numbers(cfg: &Config, origins: &Origins<'_>) -> Result<(), ConfigError> {
+    for key in raw::WHOLE_NUMBERS {
+        let Some((section, name)) = key.split_once('.') else {
+            continue;
+        };
+        // (the key as shown, the key whose origin is asked, the value)
+        let mut values: Vec<(String, &str, &Value)> = Vec::new();
+        match lookup(&cfg.cache, section).map(|v| &v.kind) {
+            Some(ValueKind::Array(routes)) => {
+                for (i, route) in routes.iter().enumerate() {
+                    if let Some(v) = lookup(route, name) {
+                        values.push((format!("{section}[{i}].{name}"), section, v));
+                    }
+                }
+            }
+            Some(_) => {
+                if let Some(v) = lookup(&cfg.cache, key) {
+                    values.push((key.to_string(), key, v));
+                }
+            }
+            None => {}
+        }
+        for (shown, origin_key, value) in values {
+            if let Some(given) = not_whole(value) {
+                return Err(err(format!(
+                    "{}: `{shown}` is {given}; it takes a whole number (nothing is rounded)",
+                    origins.of(origin_key)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How `value` was given, when it is not a whole number the `config` crate
+/// would convert anyway; other wrong types are left to deserialisation.
+fn not_whole(value: &Value) -> Option<String> {
+    match &value.kind {
+        ValueKind::Float(f) => {
+            // Within the range where every integer is exact in an f64.
+            let whole = f.is_finite() && f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0;
+            (!whole).then(|| f.to_string())
+        }
+        ValueKind::Boolean(b) => Some(b.to_string()),
+        ValueKind::String(s) => {
+            let t = s.trim();
+            let as_number = t.parse::<f64>().is_ok() && t.parse::<i64>().is_err();
+            let as_bool = ["true", "false", "on", "off", "yes", "no"]
+                .iter()
+                .any(|w| t.eq_ignore_ascii_case(w));
+            (as_number || as_bool).then(|| format!("{s:?}"))
+        }
+        _ => None,
+    }
 }
 
 fn unknown(
@@ -427,6 +488,54 @@ mod tests {
     fn env_domains_list() {
         let l = load_str("", &[("CL_HTTPS__DOMAINS", "a.test,b.test")]).expect("list");
         assert_eq!(l.settings.https.domains, vec!["a.test", "b.test"]);
+    }
+
+    #[test]
+    fn fractions_and_booleans_are_refused_where_a_whole_number_is_expected() {
+        for (toml, key) in [
+            (
+                "[https]\ncert_rescan_interval = 1.5\n",
+                "`https.cert_rescan_interval`",
+            ),
+            ("[http]\nport = 80.5\n", "`http.port`"),
+            ("[https]\nport = true\n", "`https.port`"),
+            ("[http]\nport = \"yes\"\n", "`http.port`"),
+            ("[http]\nport = nan\n", "`http.port`"),
+            (
+                "[[route]]\npath = \"/\"\nproxy = \"http://a\"\ntimeout = 0.5\n",
+                "`route[0].timeout`",
+            ),
+        ] {
+            let e = load_str(toml, &[]).expect_err(toml);
+            assert!(e.0.contains(key) && e.0.contains(".toml"), "{toml}: {e}");
+        }
+        let e = load_str("", &[("CL_HTTPS__CERT_RESCAN_INTERVAL", "2.5")]).expect_err("env");
+        assert!(
+            e.0.contains("`https.cert_rescan_interval` is 2.5")
+                && e.0.contains("CL_HTTPS__CERT_RESCAN_INTERVAL"),
+            "{e}"
+        );
+        // A float without a fraction is that whole number.
+        let l = load_str("[https]\ncert_rescan_interval = 2.0\n", &[]).expect("2.0");
+        assert_eq!(l.settings.https.cert_rescan_interval.as_secs(), 2);
+    }
+
+    /// Every integer in the embedded defaults is a key `WHOLE_NUMBERS`
+    /// guards (a new integer key cannot be forgotten there).
+    #[test]
+    fn every_integer_key_is_guarded() {
+        let defaults: toml::Table = toml::from_str(DEFAULTS).expect("defaults parse");
+        for (section, table) in &defaults {
+            let Some(table) = table.as_table() else {
+                continue;
+            };
+            for (key, value) in table {
+                if value.is_integer() {
+                    let full = format!("{section}.{key}");
+                    assert!(raw::WHOLE_NUMBERS.contains(&full.as_str()), "{full}");
+                }
+            }
+        }
     }
 
     #[test]

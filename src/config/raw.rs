@@ -93,3 +93,13 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("route", &["domain", "path", "static", "proxy", "timeout"]),
     ("logging", &["level"]),
 ];
+
+/// The keys that take a whole number (`route.timeout`: that key of every
+/// `[[route]]`). The `config` crate would round a float given there
+/// (`1.5` -> 2) and turn `true` into 1; `load_from` refuses both first.
+pub const WHOLE_NUMBERS: &[&str] = &[
+    "http.port",
+    "https.port",
+    "https.cert_rescan_interval",
+    "route.timeout",
+];

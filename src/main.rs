@@ -10,6 +10,7 @@ mod certs_cmd;
 mod cli;
 mod config;
 mod logging;
+mod notify;
 mod restart_cmd;
 mod serve;
 

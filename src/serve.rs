@@ -2,14 +2,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clace_actors::health::ActorName;
+use clace_actors::health::{ActorName, ActorState, Health};
 use clace_actors::listener::{self, Limits};
 use clace_actors::settings::Port;
 use clace_actors::supervisor::{Bound, Daemon};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::Loaded;
+use crate::notify::Notifier;
 
 const TARGET: &str = "clace::supervisor";
 
@@ -52,6 +55,9 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("clace: cannot bind the {scheme} listener to {host}:{port}: {e}");
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    eprintln!("{}", privileged_port_help(port));
+                }
                 return ExitCode::from(1);
             }
         }
@@ -70,10 +76,39 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
     let addr_file = loaded.home.join("run").join("clace.addr");
     write_addr_file(&addr_file, &daemon.urls());
 
-    wait_for_stop(&mut signals, &mut daemon, cli_file.as_deref(), &addr_file).await;
+    let notifier = Notifier::from_env();
+    wait_for_stop(
+        &mut signals,
+        &mut daemon,
+        notifier.as_ref(),
+        cli_file.as_deref(),
+        &addr_file,
+    )
+    .await;
     let _ = std::fs::remove_file(&addr_file);
     actix_rt::System::current().stop();
     ExitCode::SUCCESS
+}
+
+/// What to do when a port cannot be bound for want of permission: the
+/// two ways to give clace `CAP_NET_BIND_SERVICE`.
+fn privileged_port_help(port: u16) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/path/to/clace".to_string());
+    format!(
+        "clace: port {port} is a privileged port (below 1024): binding it needs the \
+         CAP_NET_BIND_SERVICE capability. Either give it to this binary (again after \
+         every build or upgrade): `sudo setcap cap_net_bind_service=+ep {exe}`, or run \
+         clace under systemd with the unit in config/clace.service, whose \
+         AmbientCapabilities=CAP_NET_BIND_SERVICE grants it"
+    )
+}
+
+/// `SIGRTMIN+n`: realtime signals have no fixed number (the C library keeps
+/// the first few for itself), so it is asked at run time.
+fn realtime(n: i32) -> SignalKind {
+    SignalKind::from_raw(nix::libc::SIGRTMIN() + n)
 }
 
 /// The signals the daemon handles, installed before anything else starts.
@@ -83,6 +118,11 @@ struct Signals {
     hup: Signal,
     usr1: Signal,
     usr2: Signal,
+    /// SIGRTMIN+1, +2, +3: restart the HTTP listener, the HTTPS listener,
+    /// the watcher.
+    rt1: Signal,
+    rt2: Signal,
+    rt3: Signal,
 }
 
 impl Signals {
@@ -93,15 +133,51 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             usr1: signal(SignalKind::user_defined1())?,
             usr2: signal(SignalKind::user_defined2())?,
+            rt1: signal(realtime(1))?,
+            rt2: signal(realtime(2))?,
+            rt3: signal(realtime(3))?,
         })
+    }
+}
+
+/// Restarts one actor on its signal, saying so in the log.
+fn restart_on_signal(daemon: &Daemon, signal: &str, actor: ActorName) {
+    let name = actor.as_str();
+    log::info!(target: TARGET, "{signal}: restarting the {name} actor");
+    if !daemon.restart(actor) {
+        log::warn!(target: TARGET, "{signal}: the {name} actor is disabled; nothing restarted");
+    }
+}
+
+/// Resolves once every enabled listener has printed its `Server listening
+/// on` line and serves (health says `running`), which is when systemd is
+/// told `READY=1`.
+async fn listeners_serving(health: Arc<Health>) {
+    let serving = |a| matches!(health.get(a), ActorState::Running | ActorState::Disabled);
+    while !(serving(ActorName::Http) && serving(ActorName::Https)) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `STATUS=` systemd shows next to `READY=1`.
+fn status_line(daemon: &Daemon) -> String {
+    let urls = daemon.urls();
+    if urls.is_empty() {
+        "managing certificates (both listeners disabled)".to_string()
+    } else {
+        format!("serving {}", urls.join(" "))
     }
 }
 
 /// Handles signals until SIGTERM/SIGINT, then stops gracefully; a second
 /// SIGINT (or SIGTERM) during the graceful stop ends the process at once.
+/// `notifier`: systemd's socket (`Type=notify`), told `READY=1` once the
+/// listeners serve, `RELOADING=1` then `READY=1` around a SIGHUP reload and
+/// `STOPPING=1` when the stop starts.
 async fn wait_for_stop(
     signals: &mut Signals,
     daemon: &mut Daemon,
+    notifier: Option<&Notifier>,
     cli_file: Option<&Path>,
     addr_file: &Path,
 ) {
@@ -111,19 +187,54 @@ async fn wait_for_stop(
         hup,
         usr1,
         usr2,
+        rt1,
+        rt2,
+        rt3,
     } = signals;
+    let serving = listeners_serving(Arc::clone(&daemon.health));
+    tokio::pin!(serving);
+    // Whether systemd was told READY=1: a reload before that is not
+    // announced (systemd still waits for the start to finish).
+    let mut ready = false;
     let which = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(daemon, cli_file, addr_file),
+            () = &mut serving, if !ready => {
+                ready = true;
+                if let Some(n) = notifier {
+                    n.ready(&status_line(daemon));
+                }
+            }
+            _ = hup.recv() => {
+                let notifier = notifier.filter(|_| ready);
+                if let Some(n) = notifier {
+                    n.reloading();
+                }
+                reload(daemon, cli_file, addr_file);
+                if let Some(n) = notifier {
+                    n.ready(&status_line(daemon));
+                }
+            }
             _ = usr1.recv() => {
                 log::info!(target: TARGET, "SIGUSR1: restarting the cert store (full rescan)");
                 daemon.restart(ActorName::CertStore);
             }
-            _ = usr2.recv() => log::info!(target: TARGET, "SIGUSR2: the ACME issuer is not running; nothing to re-check"),
+            _ = usr2.recv() => {
+                if daemon.restart(ActorName::Acme) {
+                    log::info!(target: TARGET, "SIGUSR2: re-checking every ACME certificate");
+                } else {
+                    log::info!(target: TARGET, "SIGUSR2: ACME is disabled; nothing to re-check");
+                }
+            }
+            _ = rt1.recv() => restart_on_signal(daemon, "SIGRTMIN+1", ActorName::Http),
+            _ = rt2.recv() => restart_on_signal(daemon, "SIGRTMIN+2", ActorName::Https),
+            _ = rt3.recv() => restart_on_signal(daemon, "SIGRTMIN+3", ActorName::Watcher),
         }
     };
+    if let Some(n) = notifier {
+        n.stopping();
+    }
     log::info!(target: TARGET, "{which}: stopping gracefully (in-flight requests get up to 30s; send SIGINT again to stop at once)");
     tokio::select! {
         _ = daemon.shutdown() => {

@@ -16,7 +16,8 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
 }
 
-fn restarts(http: std::net::SocketAddr, actor: &str) -> f64 {
+/// `clace_actor_restarts_total{actor}` from `/_clace/metrics` (-1 when absent).
+pub fn restarts(http: std::net::SocketAddr, actor: &str) -> f64 {
     let text = get(http, "/_clace/metrics").text();
     sample(
         &text,

@@ -142,16 +142,17 @@ fn second_sigint_stops_at_once() {
     );
 }
 
-/// Sends `SIGRTMIN+n` with kill(1): nix's `Signal` has no realtime
-/// signals, and the tests use no unsafe code. The number is the C
-/// library's, as in the daemon.
+/// Sends `SIGRTMIN+n` with the shell's `kill` builtin: nix's `Signal` has
+/// no realtime signals, the tests use no unsafe code, and `sh` is on every
+/// machine (procps' kill(1) is not). The number is the C library's, as in
+/// the daemon.
 fn send_realtime(daemon: &Tls, n: i32) {
     let number = nix::libc::SIGRTMIN() + n;
-    let status = Command::new("kill")
-        .arg(format!("-{number}"))
-        .arg(daemon.proc.pid().to_string())
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{number} {}", daemon.proc.pid()))
         .status()
-        .expect("run kill");
+        .expect("run sh");
     assert!(status.success(), "kill -{number} failed");
 }
 

@@ -146,6 +146,7 @@ impl Listener {
                 .max_connections(limits.max_connections_per_worker);
             match &self.tls {
                 Some(tls) => builder
+                    .on_connect(router::mark_acme_tls)
                     .tls_handshake_timeout(limits.tls_handshake_timeout)
                     .listen_rustls_0_23(sock, (**tls).clone()),
                 None => builder.listen(sock),

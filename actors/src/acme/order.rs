@@ -25,6 +25,12 @@ use crate::messages::{AcmeStored, SetChallenge};
 /// How long the CA may take to validate, and then to issue.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How a rejected nonce is named in [`describe`]'s text.
+const BAD_NONCE: &str = "badNonce";
+
+/// How many times one order is started over after a `badNonce`.
+const BAD_NONCE_ORDERS: u32 = 5;
+
 /// The problem type a renewal gets when its `replaces` was used already.
 const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
 
@@ -126,7 +132,29 @@ impl Ca {
     /// published it when this returns. `replaces` names the certificate a
     /// renewal replaces (ARI); a CA that says it was replaced already gets
     /// the order again without it.
+    ///
+    /// A `badNonce` that outlasts instant-acme's own three retries of one
+    /// request starts the order again at once (a CA rejecting nonces is
+    /// not an outage), up to [`BAD_NONCE_ORDERS`] times.
     pub async fn obtain(
+        &self,
+        store: &Addr<CertStore>,
+        name: &str,
+        replaces: Option<CertificateIdentifier<'static>>,
+    ) -> Result<Issued, String> {
+        let mut attempt = 1;
+        loop {
+            match self.obtain_once(store, name, replaces.clone()).await {
+                Err(e) if e.contains(BAD_NONCE) && attempt < BAD_NONCE_ORDERS => {
+                    log::info!(target: TARGET, "{name}: the CA rejected a nonce ({e}); ordering again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn obtain_once(
         &self,
         store: &Addr<CertStore>,
         name: &str,

@@ -81,6 +81,23 @@ pub fn app(
         .default_service(web::to(handle))
 }
 
+/// Marks a connection that negotiated `acme-tls/1`: a TLS-ALPN-01
+/// validation, on which no HTTP is served (interface §9).
+#[derive(Debug, Clone, Copy)]
+pub struct AcmeTlsConnection;
+
+/// The listener's `on_connect` hook: sets [`AcmeTlsConnection`] on an
+/// `acme-tls/1` connection.
+pub fn mark_acme_tls(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    if let Some(tls) = conn.downcast_ref::<Tls>() {
+        let (_, session) = tls.get_ref();
+        if session.alpn_protocol() == Some(crate::certs::resolver::ACME_TLS_ALPN) {
+            ext.insert(AcmeTlsConnection);
+        }
+    }
+}
+
 /// Every request: `/_clace/`, then the redirect, then the routes, else 404.
 async fn handle(
     req: HttpRequest,
@@ -89,6 +106,10 @@ async fn handle(
     scheme: web::Data<Scheme>,
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
+    if req.conn_data::<AcmeTlsConnection>().is_some() {
+        // A TLS-ALPN-01 connection carries no HTTP: refuse and close.
+        return HttpResponse::MisdirectedRequest().force_close().finish();
+    }
     let path = req.path();
     if path == "/_clace" || path.starts_with("/_clace/") {
         return state.admin.handle(&req).await;

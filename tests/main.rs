@@ -14,8 +14,8 @@ mod config;
 mod http_routes;
 mod proxy;
 mod signals;
-mod systemd;
 mod static_files;
+mod systemd;
 
 mod admin;
 mod certs_cli;

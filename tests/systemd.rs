@@ -44,6 +44,18 @@ fn field<'a>(message: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The next notification, which must set `KEY=1`; `when` says what led
+/// to it, for the failure message.
+fn expect_next(socket: &UnixDatagram, key: &str, when: &str) -> String {
+    let message = next_message(socket);
+    assert_eq!(
+        field(&message, key),
+        Some("1"),
+        "{when}: expected {key}=1, got {message:?}"
+    );
+    message
+}
+
 /// CLOCK_MONOTONIC now, in microseconds (the clock systemd's
 /// MONOTONIC_USEC is on).
 fn monotonic_usec() -> i64 {
@@ -60,12 +72,7 @@ fn notify_socket_gets_ready_reloading_and_stopping() {
     world.clace.env("NOTIFY_SOCKET", &socket_path);
     let mut proc = world.clace.spawn(&["serve"]);
 
-    let ready = next_message(&socket);
-    assert_eq!(
-        field(&ready, "READY"),
-        Some("1"),
-        "first message: {ready:?}"
-    );
+    let ready = expect_next(&socket, "READY", "at start");
     // READY=1 comes once both listeners have printed their line and serve.
     // (The lines are read from the pipe by a thread: give it a moment.)
     let http = proc.listening_addr("http");
@@ -81,14 +88,8 @@ fn notify_socket_gets_ready_reloading_and_stopping() {
     // SIGHUP: RELOADING=1 with the time it started, then READY=1.
     let before = monotonic_usec();
     proc.signal(Signal::SIGHUP);
-    let reloading = next_message(&socket);
+    let reloading = expect_next(&socket, "RELOADING", "on SIGHUP");
     let after = monotonic_usec();
-    assert_eq!(
-        field(&reloading, "RELOADING"),
-        Some("1"),
-        "on SIGHUP: {reloading:?}; stderr:\n{}",
-        proc.stderr()
-    );
     let usec: i64 = field(&reloading, "MONOTONIC_USEC")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("RELOADING=1 without MONOTONIC_USEC: {reloading:?}"));
@@ -96,22 +97,12 @@ fn notify_socket_gets_ready_reloading_and_stopping() {
         (before..=after).contains(&usec),
         "MONOTONIC_USEC {usec} is the daemon's CLOCK_MONOTONIC ({before}..={after})"
     );
-    let ready = next_message(&socket);
-    assert_eq!(
-        field(&ready, "READY"),
-        Some("1"),
-        "after the reload: {ready:?}"
-    );
+    expect_next(&socket, "READY", "after the reload");
     proc.wait_for_line("SIGHUP: configuration applied", DEADLINE);
 
     // SIGTERM: STOPPING=1, then a clean exit.
     proc.signal(Signal::SIGTERM);
-    let stopping = next_message(&socket);
-    assert_eq!(
-        field(&stopping, "STOPPING"),
-        Some("1"),
-        "on SIGTERM: {stopping:?}"
-    );
+    expect_next(&socket, "STOPPING", "on SIGTERM");
     let status = proc.wait_exit(DEADLINE);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", proc.stderr());
 }
@@ -126,16 +117,10 @@ fn notify_socket_may_be_an_abstract_name() {
     clace.write_config(&config_with(""));
     clace.env("NOTIFY_SOCKET", format!("@{name}"));
     let mut proc = clace.spawn(&["serve"]);
-    let ready = next_message(&socket);
-    assert_eq!(field(&ready, "READY"), Some("1"), "{ready:?}");
+    expect_next(&socket, "READY", "at start");
     proc.listening_addr("http");
     proc.signal(Signal::SIGINT);
-    let stopping = next_message(&socket);
-    assert_eq!(
-        field(&stopping, "STOPPING"),
-        Some("1"),
-        "on SIGINT: {stopping:?}"
-    );
+    expect_next(&socket, "STOPPING", "on SIGINT");
     assert_eq!(proc.wait_exit(DEADLINE).code(), Some(0));
 }
 

@@ -56,7 +56,9 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
             Err(e) => {
                 eprintln!("clace: cannot bind the {scheme} listener to {host}:{port}: {e}");
                 if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    eprintln!("{}", privileged_port_help(port));
+                    if let Some(help) = privileged_port_help(port) {
+                        eprintln!("{help}");
+                    }
                 }
                 return ExitCode::from(1);
             }
@@ -90,19 +92,28 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// What to do when a port cannot be bound for want of permission: the
-/// two ways to give clace `CAP_NET_BIND_SERVICE`.
-fn privileged_port_help(port: u16) -> String {
+/// What to do when a port cannot be bound for want of permission, if it is
+/// a privileged one (below `net.ipv4.ip_unprivileged_port_start`, 1024
+/// unless changed): the two ways to give clace `CAP_NET_BIND_SERVICE`.
+fn privileged_port_help(port: u16) -> Option<String> {
+    let first_unprivileged =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(1024);
+    if u32::from(port) >= first_unprivileged {
+        return None;
+    }
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/path/to/clace".to_string());
-    format!(
-        "clace: port {port} is a privileged port (below 1024): binding it needs the \
-         CAP_NET_BIND_SERVICE capability. Either give it to this binary (again after \
-         every build or upgrade): `sudo setcap cap_net_bind_service=+ep {exe}`, or run \
-         clace under systemd with the unit in config/clace.service, whose \
+    Some(format!(
+        "clace: port {port} is a privileged port (below {first_unprivileged}): binding it \
+         needs the CAP_NET_BIND_SERVICE capability. Either give it to this binary (again \
+         after every build or upgrade): `sudo setcap cap_net_bind_service=+ep {exe}`, or \
+         run clace under systemd with the unit in config/clace.service, whose \
          AmbientCapabilities=CAP_NET_BIND_SERVICE grants it"
-    )
+    ))
 }
 
 /// `SIGRTMIN+n`: realtime signals have no fixed number (the C library keeps

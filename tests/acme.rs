@@ -21,6 +21,7 @@
 
 mod compat;
 mod failures;
+mod guard;
 mod issuance;
 mod renewal;
 mod restart;

@@ -404,6 +404,15 @@ impl Pebble {
             .collect()
     }
 
+    /// The process ids of pebble and pebble-challtestsrv, while they run.
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.pebble, &self.cts]
+            .into_iter()
+            .flatten()
+            .map(Child::id)
+            .collect()
+    }
+
     /// Stops both processes (the "CA stopped" case); the log stays readable.
     pub fn stop(&mut self) {
         self.kill();
@@ -554,7 +563,7 @@ pub fn https_get(
 
 /// Whether the DNS server on 127.0.0.1:`port` answers an A query for
 /// `name` with at least one record (one UDP query, short timeout).
-fn dns_resolves(port: u16, name: &str) -> bool {
+pub fn dns_resolves(port: u16, name: &str) -> bool {
     let Ok(sock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
         return false;
     };

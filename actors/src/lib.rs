@@ -15,6 +15,8 @@
 //! - [`watcher`]: the filesystem watcher actor (notify, with polling).
 //! - [`acme`]: the ACME issuer actor (instant-acme, TLS-ALPN-01,
 //!   certmagic's storage layout).
+//! - [`keeper`]: keeps each actor alive across panics (restart with
+//!   backoff, `failed` after too many in a row), and the panic hook.
 //! - [`health`]: the shared table of actor states.
 //! - [`messages`]: every message the actors exchange.
 //!
@@ -29,7 +31,10 @@
 
 pub mod acme;
 pub mod certs;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod health;
+pub mod keeper;
 pub mod listener;
 pub mod messages;
 pub mod metrics;
@@ -37,3 +42,13 @@ pub mod router;
 pub mod settings;
 pub mod supervisor;
 pub mod watcher;
+
+/// Fault injection hook (see `fault`): panics when the actor was armed by a
+/// test; nothing at all in a build without the `fault-injection` feature.
+#[inline(always)]
+pub fn fault_point(actor: health::ActorName) {
+    #[cfg(feature = "fault-injection")]
+    fault::check(actor);
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = actor;
+}

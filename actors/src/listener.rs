@@ -212,6 +212,7 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::fault_point(self.name);
         if self.shutting_down {
             return;
         }
@@ -236,7 +237,8 @@ impl Supervised for Listener {
             return;
         }
         self.health.set(self.name, ActorState::Restarting);
-        self.health.count_restart(self.name);
+        // A panic may have left the old server running: stop it.
+        self.stop_server();
         log::info!(target: self.target(), "restarting the {} listener", self.name.as_str());
     }
 }
@@ -245,6 +247,7 @@ impl Handler<Restart> for Listener {
     type Result = ();
 
     fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        crate::fault_point(self.name);
         // Asked for, not a failure: no backoff.
         self.failures = 0;
         ctx.stop();

@@ -1,10 +1,11 @@
 //! Starts the actors in order, restarts one on request, stops them all.
 //!
-//! Each actor runs under an [`actix::Supervisor`]: when it stops (it failed,
-//! or it was asked to restart) the supervisor calls its `restarting` hook and
-//! starts it again with the same state and the same address, so the other
-//! actors' addresses stay valid and they are never touched. An actor that
-//! failed waits out a backoff in its `started` hook.
+//! Each actor runs under a [`keeper::Keeper`] (actix's supervisor, with
+//! panics caught): when it stops (it failed, or it was asked to restart) or
+//! panics, its `restarting` hook is called and it starts again with the same
+//! state and the same address, so the other actors' addresses stay valid and
+//! they are never touched. After a panic the keeper waits out a backoff; a
+//! listener whose server failed waits one out in its `started` hook.
 //!
 //! Order: the cert store loads every certificate (creating the self-signed
 //! default) before anything listens; then the watcher; then the listeners,
@@ -22,6 +23,7 @@ use crate::certs::resolver::{server_config, CertResolver};
 use crate::certs::snapshot::Snapshot;
 use crate::certs::store::{CertStore, StoreSettings};
 use crate::health::{ActorName, ActorState, Health};
+use crate::keeper;
 use crate::listener::{self, Limits, Listener};
 use crate::messages::{
     Rebind, ReconfigureAcme, ReconfigureStore, ReconfigureWatcher, Rescan, Restart, Shutdown,
@@ -66,6 +68,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts every actor; call inside an actix system.
     pub fn start(settings: &Settings, bound: Bound, limits: Limits) -> Result<Daemon, StartError> {
+        keeper::install_panic_hook();
         let health = Arc::new(Health::new());
         let metrics = Arc::new(Metrics::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
@@ -81,17 +84,25 @@ impl Daemon {
         // own: reading and parsing certificates never delays the listeners'
         // actors, and the handshakes never wait for either.
         let certs_arbiter = Arbiter::new();
-        let certstore = Supervisor::start_in_arbiter(&certs_arbiter.handle(), move |_| store);
+        let certstore = keeper::start_in_arbiter(
+            &certs_arbiter.handle(),
+            ActorName::CertStore,
+            Arc::clone(&health),
+            move || store,
+        );
         let watcher = {
             let store = certstore.clone();
-            let (mode, every, health) = (
+            let (mode, every, h) = (
                 https.cert_watch,
                 https.cert_rescan_interval,
                 Arc::clone(&health),
             );
-            Supervisor::start_in_arbiter(&certs_arbiter.handle(), move |_| {
-                Watcher::new(store, mode, every, health)
-            })
+            keeper::start_in_arbiter(
+                &certs_arbiter.handle(),
+                ActorName::Watcher,
+                Arc::clone(&health),
+                move || Watcher::new(store, mode, every, h),
+            )
         };
 
         // The issuer exists whether or not ACME is enabled (a SIGHUP may
@@ -105,15 +116,18 @@ impl Daemon {
         let acme_settings = AcmeSettings::from_settings(settings, https_port);
         let acme_enabled = acme_settings.is_some();
         let acme = {
-            let (store, snapshot, health, metrics) = (
+            let (store, snapshot, h, metrics) = (
                 certstore.clone(),
                 Arc::clone(&snapshot),
                 Arc::clone(&health),
                 Arc::clone(&metrics),
             );
-            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                AcmeIssuer::new(acme_settings, store, snapshot, health, metrics)
-            })
+            keeper::start_in_arbiter(
+                &Arbiter::new().handle(),
+                ActorName::Acme,
+                Arc::clone(&health),
+                move || AcmeIssuer::new(acme_settings, store, snapshot, h, metrics),
+            )
         };
 
         let resolver = Arc::new(CertResolver::new(Arc::clone(&snapshot)));
@@ -150,7 +164,7 @@ impl Daemon {
                     Arc::clone(&health),
                     limits,
                 );
-                Some(Supervisor::start(move |_| l))
+                Some(keeper::start(ActorName::Https, Arc::clone(&health), l))
             }
             None => {
                 health.set(ActorName::Https, ActorState::Disabled);
@@ -167,7 +181,7 @@ impl Daemon {
                     Arc::clone(&health),
                     limits,
                 );
-                Some(Supervisor::start(move |_| l))
+                Some(keeper::start(ActorName::Http, Arc::clone(&health), l))
             }
             None => {
                 health.set(ActorName::Http, ActorState::Disabled);
@@ -209,22 +223,20 @@ impl Daemon {
 
     /// Restarts one actor; false when it is disabled (or unknown here).
     pub fn restart(&self, actor: ActorName) -> bool {
-        log::info!(target: "clace::supervisor", "restart of {} asked", actor.as_str());
-        match actor {
-            ActorName::CertStore => self.certstore.do_send(Restart),
-            ActorName::Watcher => self.watcher.do_send(Restart),
-            ActorName::Http => match &self.http {
-                Some(a) => a.do_send(Restart),
-                None => return false,
-            },
-            ActorName::Https => match &self.https {
-                Some(a) => a.do_send(Restart),
-                None => return false,
-            },
-            ActorName::Acme if self.settings.https.acme_enabled() => self.acme.do_send(Restart),
-            ActorName::Acme => return false,
+        // The same table the admin endpoint uses: the enabled actors.
+        let recipient = self.router.admin.control.get().and_then(|c| c.get(actor));
+        match recipient {
+            Some(r) if r.connected() => {
+                log::info!(target: "clace::supervisor", "restart of {} asked", actor.as_str());
+                r.do_send(Restart);
+                true
+            }
+            Some(_) => {
+                log::error!(target: "clace::supervisor", "{} has failed (it panicked too often in a row) and can no longer be restarted; restart the daemon", actor.as_str());
+                false
+            }
+            None => false,
         }
-        true
     }
 
     /// Applies a new configuration (SIGHUP): routes and the redirect switch
@@ -391,7 +403,7 @@ impl Daemon {
                     Arc::clone(&self.health),
                     self.limits,
                 );
-                let addr = Supervisor::start(move |_| l);
+                let addr = keeper::start(name, Arc::clone(&self.health), l);
                 if let Some(c) = self.router.admin.control.get() {
                     c.insert(name, addr.clone().recipient());
                 }

@@ -190,6 +190,7 @@ impl Actor for Watcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::fault_point(ActorName::Watcher);
         match self.mode {
             CertWatch::Poll => log::info!(
                 target: TARGET,
@@ -214,7 +215,6 @@ impl Actor for Watcher {
 impl Supervised for Watcher {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.health.set(ActorName::Watcher, ActorState::Restarting);
-        self.health.count_restart(ActorName::Watcher);
         log::info!(target: TARGET, "restarting the file watcher");
         self.notify = None;
         self.watched.clear();
@@ -331,6 +331,7 @@ impl Handler<Restart> for Watcher {
     type Result = ();
 
     fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        crate::fault_point(ActorName::Watcher);
         ctx.stop();
     }
 }

@@ -476,6 +476,7 @@ impl Actor for AcmeIssuer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::fault_point(ActorName::Acme);
         self.store.do_send(SubscribeIssuer {
             issuer: ctx.address().recipient(),
         });
@@ -490,7 +491,6 @@ impl Actor for AcmeIssuer {
 
 impl Supervised for AcmeIssuer {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.health.count_restart(ActorName::Acme);
         if self.settings.is_some() {
             self.health.set(ActorName::Acme, ActorState::Restarting);
         }
@@ -512,6 +512,7 @@ impl Handler<Restart> for AcmeIssuer {
     /// (the operator asked); a name with a valid certificate that is not
     /// due is left alone.
     fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        crate::fault_point(ActorName::Acme);
         self.health.count_restart(ActorName::Acme);
         if self.settings.is_none() {
             log::info!(target: TARGET, "ACME is disabled (no service_email): nothing to re-check");

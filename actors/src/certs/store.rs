@@ -679,6 +679,7 @@ impl Actor for CertStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::fault_point(ActorName::CertStore);
         self.health.set(ActorName::CertStore, ActorState::Running);
         let every = self.settings.rescan_interval;
         ctx.run_interval(every, |act, ctx| {
@@ -707,7 +708,6 @@ impl Supervised for CertStore {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.health
             .set(ActorName::CertStore, ActorState::Restarting);
-        self.health.count_restart(ActorName::CertStore);
         log::info!(target: TARGET, "restarting the cert store: full rescan");
         // A restart forgets what was examined, so every pair is read again;
         // the last good versions keep serving until then.
@@ -747,6 +747,7 @@ impl Handler<Restart> for CertStore {
     type Result = ();
 
     fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        crate::fault_point(ActorName::CertStore);
         ctx.stop();
     }
 }

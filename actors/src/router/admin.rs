@@ -82,7 +82,10 @@ impl Admin {
         }
         let known = path == "/_clace/certs"
             || path == "/_clace/metrics"
-            || (path.starts_with("/_clace/actors/") && path.ends_with("/restart"));
+            || (path.starts_with("/_clace/actors/") && path.ends_with("/restart"))
+            || (cfg!(feature = "fault-injection")
+                && path.starts_with("/_clace/actors/")
+                && path.ends_with("/panic"));
         if !known {
             return plain(StatusCode::NOT_FOUND, "not found\n");
         }
@@ -158,7 +161,8 @@ impl Admin {
     fn restart_response(&self, req: &HttpRequest, path: &str) -> HttpResponse {
         let name = path
             .trim_start_matches("/_clace/actors/")
-            .trim_end_matches("/restart");
+            .trim_end_matches("/restart")
+            .trim_end_matches("/panic");
         let Some(actor) = ActorName::parse(name) else {
             return plain(
                 StatusCode::NOT_FOUND,
@@ -169,7 +173,17 @@ impl Admin {
             return method_not_allowed("POST");
         }
         let recipient = self.control.get().and_then(|c| c.get(actor));
+        #[cfg(feature = "fault-injection")]
+        if path.ends_with("/panic") {
+            return self.panic_response(req, actor, recipient);
+        }
         match recipient {
+            Some(r) if !r.connected() => HttpResponse::ServiceUnavailable()
+                .content_type("text/plain; charset=utf-8")
+                .body(format!(
+                    "{} has failed (it panicked too often in a row) and can no longer be restarted; restart the daemon\n",
+                    actor.as_str()
+                )),
             Some(r) => {
                 log::info!(target: "clace::supervisor", "restart of {} asked over /_clace/", actor.as_str());
                 r.do_send(Restart);
@@ -184,6 +198,34 @@ impl Admin {
                     actor.as_str()
                 )),
         }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Admin {
+    /// `POST /_clace/actors/{name}/panic?times=N|always` (test builds
+    /// only): arms the actor, then sends it a `Restart`, whose handler
+    /// panics.
+    fn panic_response(
+        &self,
+        req: &HttpRequest,
+        actor: ActorName,
+        recipient: Option<actix::Recipient<Restart>>,
+    ) -> HttpResponse {
+        let times = match req.query_string().strip_prefix("times=") {
+            Some("always") => crate::fault::ALWAYS,
+            Some(n) => n.parse().unwrap_or(1),
+            None => 1,
+        };
+        let Some(r) = recipient.filter(actix::Recipient::connected) else {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "that actor is not running\n",
+            );
+        };
+        crate::fault::arm(actor, times);
+        r.do_send(Restart);
+        HttpResponse::Accepted().finish()
     }
 }
 

@@ -69,17 +69,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range
-# (so an outgoing connection does not take it meanwhile), not handed out yet.
+# pick_port VAR: sets VAR to a TCP port on 127.0.0.1 that nothing listens on,
+# below the ephemeral range (so an outgoing connection does not take it
+# meanwhile), not handed out before in this run. (Not called in a $(...):
+# the list of ports handed out must outlive the call.)
 used_ports=' '
-free_port() {
+pick_port() {
     local p
     while :; do
         p=$((20000 + RANDOM % 12000))
         case $used_ports in *" $p "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             used_ports="$used_ports$p "
-            echo "$p"
+            printf -v "$1" '%s' "$p"
             return
         fi
     done
@@ -97,14 +99,14 @@ issuer_of() {
 # start until every name got a Pebble certificate, or "fail". Runs in this
 # shell (not in a $(...)), so the EXIT trap knows what to stop.
 one_run() {
-    local server=$1 count=$2 run tls names=() i
+    local server=$1 count=$2 run tls api mgmt dns cts http caddy_http names=() i v
     run=$(mktemp -d "$work/$server-$count.XXXX")
-    tls=$(free_port)
+    for v in tls api mgmt dns cts http caddy_http; do pick_port "$v"; done
     for ((i = 1; i <= count; i++)); do names+=("n$i-$count.test"); done
 
     pebble_state=$run/pebble
-    PEBBLE_PORT=$(free_port) PEBBLE_MGMT_PORT=$(free_port) PEBBLE_DNS_PORT=$(free_port) \
-        PEBBLE_CTS_MGMT_PORT=$(free_port) PEBBLE_HTTP_PORT=$(free_port) \
+    PEBBLE_PORT=$api PEBBLE_MGMT_PORT=$mgmt PEBBLE_DNS_PORT=$dns \
+        PEBBLE_CTS_MGMT_PORT=$cts PEBBLE_HTTP_PORT=$http \
         PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
         "$START_PEBBLE" start "$tls" "$pebble_state" >"$run/pebble.env" 2>"$run/pebble.err" ||
         { cat "$run/pebble.err" >&2; die "Pebble did not start"; }
@@ -144,7 +146,7 @@ EOF
 {
 	admin off
 	skip_install_trust
-	http_port $(free_port)
+	http_port $caddy_http
 	https_port $tls
 	auto_https disable_redirects
 	email $EMAIL

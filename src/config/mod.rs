@@ -332,28 +332,15 @@ fn unknown(
     err(msg)
 }
 
-/// The known key with the smallest edit distance, if it is close enough.
+/// The known key with the smallest edit distance (Levenshtein: a swap of
+/// two letters counts 2), if it is close enough.
 fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
-        .map(|k| (edit_distance(key, k), *k))
+        .map(|k| (strsim::levenshtein(key, k), *k))
         .filter(|(d, k)| *d <= (k.len().max(key.len()) / 2).max(1) || k.contains(key))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Makes the `config` crate's messages name the environment variable too.
@@ -395,22 +382,17 @@ fn describe_config_error(
 mod tests {
     use super::*;
 
+    /// Loads `toml` as the file `clace.toml` of a fresh `CL_HOME`, removed
+    /// once loaded.
     fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("clace-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join(format!("t{}.toml", rand_suffix()));
+        let home = tempfile::tempdir().expect("temp dir");
+        let file = home.path().join("clace.toml");
         std::fs::write(&file, toml).expect("write");
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        load_from(dir, Some(file), env)
-    }
-
-    fn rand_suffix() -> u64 {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        N.fetch_add(1, Ordering::Relaxed)
+        load_from(home.path().to_path_buf(), Some(file), env)
     }
 
     #[test]
@@ -540,6 +522,9 @@ mod tests {
 
     #[test]
     fn edit_distance_works() {
+        // The distance `closest` ranks by.
+        use strsim::levenshtein as edit_distance;
+
         assert_eq!(edit_distance("prot", "port"), 2);
         assert_eq!(closest("prot", &["host", "port"]), Some("port"));
         assert_eq!(closest("zzzzzzzz", &["host", "port"]), None);

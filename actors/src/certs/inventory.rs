@@ -14,8 +14,9 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::names::normalize_sni;
 use super::pair::{read_leaf, read_pair, validity_at, Pair, Source};
-use super::snapshot::{normalize_sni, Snapshot, Step};
+use super::snapshot::{Snapshot, Step};
 
 /// One certificate, as one object of the `clace certs --json` array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -306,8 +307,8 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
+    use super::super::names::SELF_SIGNED_CN;
     use super::super::pair::testing::*;
-    use super::super::selfsigned::SELF_SIGNED_CN;
     use super::*;
 
     fn write(dir: &Path, name: &str, content: &str) {

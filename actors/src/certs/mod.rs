@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod inventory;
+pub mod names;
 pub mod pair;
 pub mod resolver;
 pub mod selfsigned;

@@ -19,7 +19,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
-use super::selfsigned::SELF_SIGNED_CN;
+use super::names::{normalize_sni, DEFAULT_STEM, SELF_SIGNED_CN};
 
 /// Where a pair comes from; printed by `clace certs` and used as a metric
 /// label (interface §6).
@@ -121,10 +121,10 @@ impl Pair {
     /// warning at load (interface §4). `default` and stems that are not host
     /// names are never looked up by name, so they never warrant one.
     pub fn stem_not_in_names(&self) -> bool {
-        if self.stem == super::snapshot::DEFAULT_STEM {
+        if self.stem == DEFAULT_STEM {
             return false;
         }
-        match super::snapshot::normalize_sni(&self.stem) {
+        match normalize_sni(&self.stem) {
             Some(name) => !self.covers(&name),
             None => false,
         }

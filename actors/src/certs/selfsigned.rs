@@ -18,11 +18,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+use super::names::{normalize_sni, DEFAULT_STEM, SELF_SIGNED_CN};
 use super::pair::{Pair, Source};
-use super::snapshot::{normalize_sni, DEFAULT_STEM};
-
-/// The subject CN that marks the default clace generated.
-pub const SELF_SIGNED_CN: &str = "clace self-signed default";
 
 /// How long a generated default is valid.
 const LIFETIME: Duration = Duration::days(365);

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SHARED ?= $(abspath ../shared)
 
-.PHONY: run build test deps lint unit bench bench-peers bench-reload bench-rescan clean
+.PHONY: run build test deps lint unit release-check bench bench-peers bench-reload bench-rescan clean
 
 ## Build in release mode and run `clace serve` on the embedded defaults.
 run:
@@ -13,8 +13,9 @@ run:
 build:
 	$(CARGO) build --release
 
-## Everything CI runs: installs what the tests need, lint, every test.
-test: deps lint unit
+## Everything CI runs: installs what the tests need, lint, every test, and
+## proof that the release binary has no fault injection in it.
+test: deps lint unit release-check
 
 ## Tools the tests use that a fresh Debian machine may lack.
 deps:
@@ -22,12 +23,19 @@ deps:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features clace/fault-injection -- -D warnings
 
 unit:
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test-output.txt
+	set -o pipefail; $(CARGO) test --workspace --features clace/fault-injection 2>&1 | tee target/test-output.txt
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.txt
+
+## The fault-injection feature (tests only: it lets a test make an actor
+## panic) must never reach the release binary: its marker string is absent.
+release-check: build
+	@if grep -q clace-fault-injection-armed target/release/clace; then \
+		echo "release-check: target/release/clace contains fault injection" >&2; exit 1; \
+	else echo "release-check: no fault injection in target/release/clace"; fi
 
 ## Criterion benchmarks of the hot paths (certificate resolution).
 bench:

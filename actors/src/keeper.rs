@@ -208,20 +208,11 @@ where
                     return Poll::Pending;
                 }
                 this.sleep = None;
-                match this.restart() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        this.drop_actor();
-                        return Poll::Ready(());
-                    }
-                    Err(message) => {
-                        if !this.panicked(&message) {
-                            this.drop_actor();
-                            return Poll::Ready(());
-                        }
-                        continue;
-                    }
+                if !this.restart_or_give_up() {
+                    this.drop_actor();
+                    return Poll::Ready(());
                 }
+                continue;
             }
             let Some(fut) = this.fut.as_mut() else {
                 return Poll::Ready(());
@@ -230,31 +221,31 @@ where
             POLLING.with(|p| p.set(Some(name)));
             let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *fut).poll(cx)));
             POLLING.with(|p| p.set(None));
-            match polled {
+            let alive = match polled {
                 Ok(Poll::Pending) => return Poll::Pending,
                 // Stopped (failed, or asked to restart): what actix's
                 // Supervisor does, restart unless nobody can reach it.
-                Ok(Poll::Ready(())) => match this.restart() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        this.drop_actor();
-                        return Poll::Ready(());
-                    }
-                    Err(message) => {
-                        if !this.panicked(&message) {
-                            this.drop_actor();
-                            return Poll::Ready(());
-                        }
-                    }
-                },
-                Err(payload) => {
-                    let message = payload_text(&*payload);
-                    if !this.panicked(&message) {
-                        this.drop_actor();
-                        return Poll::Ready(());
-                    }
-                }
+                Ok(Poll::Ready(())) => this.restart_or_give_up(),
+                Err(payload) => this.panicked(&payload_text(&*payload)),
+            };
+            if !alive {
+                this.drop_actor();
+                return Poll::Ready(());
             }
+        }
+    }
+}
+
+impl<A> Keeper<A>
+where
+    A: Actor<Context = Context<A>> + Supervised,
+{
+    /// Restarts the actor now; false when nobody can reach it any more or
+    /// it panicked once too often (then it is to be dropped).
+    fn restart_or_give_up(&mut self) -> bool {
+        match self.restart() {
+            Ok(restarted) => restarted,
+            Err(message) => self.panicked(&message),
         }
     }
 }

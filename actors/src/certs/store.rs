@@ -307,15 +307,30 @@ impl CertStore {
         ))
     }
 
+    /// Whether `crt` is a link whose target is missing (certbot re-points
+    /// its links with unlink + symlink): the pair is incomplete, the last
+    /// good version keeps serving, and the folders on the way to the target
+    /// are watched for its arrival.
+    fn dangling(&mut self, kind: Kind, stem: &str, crt: &Path, key: &Path) -> bool {
+        if std::fs::symlink_metadata(crt).is_err() {
+            return false;
+        }
+        let slots = match kind {
+            Kind::File => &mut self.slots,
+            Kind::Acme => &mut self.acme_slots,
+        };
+        let slot = slots.entry(stem.to_string()).or_default();
+        slot.seen = None;
+        slot.dirs = link_dirs(crt);
+        slot.dirs.extend(link_dirs(key));
+        self.dirs_changed = true;
+        true
+    }
+
     /// An ACME `NAME.crt` cannot be read: a link whose target is missing
     /// keeps the last good version, anything else stops being served.
     fn acme_missing(&mut self, name: &str, crt: &Path, key: &Path) -> bool {
-        if std::fs::symlink_metadata(crt).is_ok() {
-            let slot = self.acme_slots.entry(name.to_string()).or_default();
-            slot.seen = None;
-            slot.dirs = link_dirs(crt);
-            slot.dirs.extend(link_dirs(key));
-            self.dirs_changed = true;
+        if self.dangling(Kind::Acme, name, crt, key) {
             return false;
         }
         self.dirs_changed |= self.acme_slots.contains_key(name);
@@ -332,16 +347,7 @@ impl CertStore {
     /// default, or a pair deleted. True if what is served changed.
     fn crt_missing(&mut self, stem: &str, crt: &Path, key: &Path) -> bool {
         let dir = self.settings.cert_location.clone();
-        if std::fs::symlink_metadata(crt).is_ok() {
-            // A link whose target is missing (certbot re-points its
-            // links with unlink + symlink): the pair is incomplete, the
-            // last good version keeps serving, and the folders on the
-            // way to the target are watched for its arrival.
-            let slot = self.slots.entry(stem.to_string()).or_default();
-            slot.seen = None;
-            slot.dirs = link_dirs(crt);
-            slot.dirs.extend(link_dirs(key));
-            self.dirs_changed = true;
+        if self.dangling(Kind::File, stem, crt, key) {
             return false;
         }
         if stem == DEFAULT_STEM && std::fs::symlink_metadata(key).is_ok() {

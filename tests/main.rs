@@ -21,4 +21,5 @@ mod admin;
 mod certs_cli;
 mod https;
 mod reload;
+mod supervision;
 mod tls_util;

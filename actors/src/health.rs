@@ -1,44 +1,72 @@
-//! The shared table of actor states, read by `/_clace/health`.
+//! The one list of actors, and the shared table of their states and restart
+//! counts, read by `/_clace/health` and `/_clace/metrics`.
 //!
 //! Each actor writes its own slot (one atomic store); readers never block.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-/// The five actors, in start order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActorName {
-    CertStore,
-    Watcher,
-    Acme,
-    Http,
-    Https,
+/// Declares [`ActorName`] and [`ActorName::ALL`] from one list, so that an
+/// actor is added in exactly one place: the health table and the metrics
+/// have a slot for each entry of `ALL`, and the admin endpoint and
+/// `clace restart` accept the names [`ActorName::parse`] finds there.
+macro_rules! actors {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// One of the supervised actors.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ActorName {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ActorName {
+            /// How many actors there are: the size of every per-actor table.
+            pub const COUNT: usize = [$($name),+].len();
+
+            /// Every actor once, in the order of `/_clace/health` and the
+            /// metrics.
+            pub const ALL: [ActorName; ActorName::COUNT] = [$(ActorName::$variant),+];
+
+            /// The name used in JSON, logs, signals and `clace restart`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ActorName::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl ActorName {
-    pub const ALL: [ActorName; 5] = [
-        ActorName::Http,
-        ActorName::Https,
-        ActorName::CertStore,
-        ActorName::Watcher,
-        ActorName::Acme,
-    ];
+actors! {
+    /// The HTTP listener.
+    Http => "http",
+    /// The HTTPS listener.
+    Https => "https",
+    /// The cert store.
+    CertStore => "certstore",
+    /// The certificate folder watcher.
+    Watcher => "watcher",
+    /// The ACME issuer.
+    Acme => "acme",
+}
 
-    /// The name used in JSON, logs, signals and `clace restart`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorName::Http => "http",
-            ActorName::Https => "https",
-            ActorName::CertStore => "certstore",
-            ActorName::Watcher => "watcher",
-            ActorName::Acme => "acme",
-        }
+// The enum is declared from the list in its order, so a discriminant is the
+// position in `ALL`; checked here, when compiling.
+const _: () = {
+    let mut i = 0;
+    while i < ActorName::COUNT {
+        assert!(ActorName::ALL[i] as usize == i);
+        i += 1;
     }
+};
 
+impl ActorName {
+    /// The actor named `name` (as [`ActorName::as_str`] spells it).
     pub fn parse(name: &str) -> Option<ActorName> {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
-    fn index(self) -> usize {
+    /// The position of the actor in [`ActorName::ALL`]: its slot in every
+    /// per-actor table.
+    pub const fn index(self) -> usize {
         self as usize
     }
 }
@@ -77,11 +105,11 @@ impl ActorState {
     }
 }
 
-/// States and restart counters of every actor.
+/// States and restart counters of every actor, one slot each.
 #[derive(Debug, Default)]
 pub struct Health {
-    states: [AtomicU8; 5],
-    restarts: [AtomicU64; 5],
+    states: [AtomicU8; ActorName::COUNT],
+    restarts: [AtomicU64; ActorName::COUNT],
 }
 
 impl Health {
@@ -145,6 +173,28 @@ mod tests {
         assert_eq!(json["status"], "degraded");
         assert_eq!(json["actors"]["https"], "restarting");
         assert_eq!(json["actors"]["acme"], "disabled");
+    }
+
+    /// The body of `/_clace/health`, byte for byte: every actor, by name.
+    #[test]
+    fn json_lists_every_actor_by_name() {
+        let h = Health::new();
+        for a in ActorName::ALL {
+            h.set(a, ActorState::Running);
+        }
+        h.set(ActorName::Watcher, ActorState::Failed);
+        assert_eq!(
+            h.to_json().1.to_string(),
+            r#"{"actors":{"acme":"running","certstore":"running","http":"running","https":"running","watcher":"failed"},"status":"degraded"}"#
+        );
+        assert_eq!(Health::new().get(ActorName::Acme).as_str(), "restarting");
+    }
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, a) in ActorName::ALL.into_iter().enumerate() {
+            assert_eq!(a.index(), i);
+        }
     }
 
     #[test]

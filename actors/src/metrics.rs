@@ -5,7 +5,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::certs::pair::Source;
 use crate::certs::snapshot::Snapshot;
 use crate::health::{ActorName, Health};
 
@@ -60,11 +59,7 @@ impl Metrics {
         // that carry the name, so the series stay unique.
         let mut not_after: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
         for pair in snapshot.pairs() {
-            let source = match pair.source {
-                Source::File => "file",
-                Source::Acme => "acme",
-                Source::SelfSigned => "self-signed",
-            };
+            let source = pair.source.as_str();
             for name in &pair.names {
                 let e = not_after
                     .entry((name.clone(), source))

@@ -14,6 +14,29 @@ pub struct Settings {
     pub http: HttpSettings,
     pub https: HttpsSettings,
     pub routes: Vec<Route>,
+    pub limits: LimitSettings,
+    pub admin: AdminSettings,
+}
+
+/// `[limits]`: what one client may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Bytes of one request header line, then 431.
+    pub max_header_line: usize,
+    /// Bytes of the whole request head, then 431.
+    pub max_header_total: usize,
+    /// TLS handshakes in flight per worker thread.
+    pub max_handshakes_per_worker: usize,
+    /// Connections per client IP; `None`: no limit.
+    pub max_conns_per_ip: Option<usize>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Serve the loopback-only `/_clace/` endpoints on the listeners too
+    /// (they are always on the Unix socket).
+    pub on_listeners: bool,
 }
 
 /// Where a listener binds.
@@ -89,16 +112,32 @@ pub struct Route {
     /// Path prefix; starts with `/`, never under `/_clace/`.
     pub path: String,
     pub target: RouteTarget,
+    /// Largest request body in bytes (`max_body`); `None`: no limit.
+    pub max_body: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteTarget {
     /// Serve files from this folder (absolute, exists at start).
     Static(PathBuf),
-    /// Forward to this upstream: `http://` or `https://` URL, no trailing `/`.
-    Proxy {
-        url: String,
-        /// How long the upstream may take to send its response head (504 after).
-        timeout: std::time::Duration,
-    },
+    /// Forward to an upstream.
+    Proxy(ProxyTarget),
+}
+
+/// A `proxy` route's upstream and the bounds on talking to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyTarget {
+    /// `http://` or `https://` URL, no trailing `/`.
+    pub url: String,
+    /// How long the upstream may take to send its response head (504 after).
+    pub timeout: Duration,
+    /// How long connecting (TCP and TLS) may take (502 after).
+    pub connect_timeout: Duration,
+    /// The longest silence between two bytes of a body or two WebSocket
+    /// frames, either way; the exchange is ended after it.
+    pub idle_timeout: Duration,
+    /// PEM roots trusted for an `https://` upstream besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The name sent as SNI and verified, instead of the URL's host.
+    pub server_name: Option<String>,
 }

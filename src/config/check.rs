@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clace_actors::settings::{
-    CertWatch, HttpSettings, HttpsSettings, Port, Route, RouteTarget, Settings,
+    AdminSettings, CertWatch, HttpSettings, HttpsSettings, LimitSettings, Port, ProxyTarget, Route,
+    RouteTarget, Settings,
 };
 
 use super::expand::expand_path;
-use super::raw::{RawConfig, DEFAULT_PROXY_TIMEOUT};
+use super::raw::{RawConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_PROXY_TIMEOUT};
 use super::{err, ConfigError, Origins};
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
@@ -172,11 +173,19 @@ pub(super) fn check(
                 )))
             }
             (Some(dir), None) => {
-                if r.timeout.is_some() {
-                    return Err(rbad(
-                        "timeout",
-                        "is for proxy routes; this route is static".into(),
-                    ));
+                for (key, given) in [
+                    ("timeout", r.timeout.is_some()),
+                    ("connect_timeout", r.connect_timeout.is_some()),
+                    ("idle_timeout", r.idle_timeout.is_some()),
+                    ("proxy_ca_file", r.proxy_ca_file.is_some()),
+                    ("proxy_server_name", r.proxy_server_name.is_some()),
+                ] {
+                    if given {
+                        return Err(rbad(
+                            key,
+                            "is for proxy routes; this route is static".into(),
+                        ));
+                    }
                 }
                 let p = expand_path(dir, home)
                     .map_err(|var| rbad("static", format!("uses ${var}, which is not set")))?;
@@ -202,29 +211,115 @@ pub(super) fn check(
                         format!("is {url:?}; it must be an http:// or https:// URL with a host"),
                     ));
                 }
-                let seconds = *r.timeout.get_or_insert(DEFAULT_PROXY_TIMEOUT);
-                let timeout = u64::try_from(seconds)
-                    .ok()
-                    .filter(|t| *t >= 1)
-                    .ok_or_else(|| {
+                let seconds = |key: &str, value: &mut Option<i64>, default: i64| {
+                    let given = *value.get_or_insert(default);
+                    u64::try_from(given)
+                        .ok()
+                        .filter(|t| *t >= 1)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            rbad(
+                                key,
+                                format!(
+                                    "is {given}; accepted: a whole number of seconds, at least 1"
+                                ),
+                            )
+                        })
+                };
+                let timeout = seconds("timeout", &mut r.timeout, DEFAULT_PROXY_TIMEOUT)?;
+                let connect_timeout = seconds(
+                    "connect_timeout",
+                    &mut r.connect_timeout,
+                    DEFAULT_CONNECT_TIMEOUT,
+                )?;
+                let idle_timeout =
+                    seconds("idle_timeout", &mut r.idle_timeout, DEFAULT_IDLE_TIMEOUT)?;
+                let ca_file = match r.proxy_ca_file.as_mut().filter(|f| !f.is_empty()) {
+                    Some(f) => {
+                        let p = expand_path(f, home).map_err(|var| {
+                            rbad("proxy_ca_file", format!("uses ${var}, which is not set"))
+                        })?;
+                        if !p.is_file() {
+                            return Err(rbad(
+                                "proxy_ca_file",
+                                format!("is {}, which is not a readable file", p.display()),
+                            ));
+                        }
+                        *f = p.display().to_string();
+                        Some(p)
+                    }
+                    None => None,
+                };
+                let server_name = match r.proxy_server_name.as_deref().filter(|n| !n.is_empty()) {
+                    Some(n) => Some(host_name(n).ok_or_else(|| {
                         rbad(
-                            "timeout",
-                            format!(
-                                "is {seconds}; accepted: a whole number of seconds, at least 1"
-                            ),
+                            "proxy_server_name",
+                            format!("is {n:?}; give a host name without port or scheme"),
                         )
-                    })?;
-                RouteTarget::Proxy {
+                    })?),
+                    None => None,
+                };
+                RouteTarget::Proxy(ProxyTarget {
                     url: url.trim_end_matches('/').to_string(),
-                    timeout: Duration::from_secs(timeout),
-                }
+                    timeout,
+                    connect_timeout,
+                    idle_timeout,
+                    ca_file,
+                    server_name,
+                })
             }
+        };
+        let max_body = match r.max_body {
+            Some(n) => Some(u64::try_from(n).map_err(|_| {
+                rbad(
+                    "max_body",
+                    format!("is {n}; accepted: a number of bytes, 0 for no body at all"),
+                )
+            })?),
+            // A static route takes no body; a proxy route passes any on.
+            None if matches!(target, RouteTarget::Static(_)) => Some(0),
+            None => None,
         };
         routes.push(Route {
             domain,
             path: r.path.clone(),
             target,
+            max_body,
         });
+    }
+
+    let limit = |key: &str, value: i64, least: i64| {
+        usize::try_from(value)
+            .ok()
+            .filter(|v| i64::try_from(*v).is_ok_and(|v| v >= least))
+            .ok_or_else(|| {
+                bad(
+                    key,
+                    format!("is {value}; accepted: a whole number, at least {least}"),
+                )
+            })
+    };
+    let limits = LimitSettings {
+        max_header_line: limit("limits.max_header_line", raw.limits.max_header_line, 256)?,
+        max_header_total: limit("limits.max_header_total", raw.limits.max_header_total, 1024)?,
+        max_handshakes_per_worker: limit(
+            "limits.max_handshakes_per_worker",
+            raw.limits.max_handshakes_per_worker,
+            1,
+        )?,
+        max_conns_per_ip: match limit("limits.max_conns_per_ip", raw.limits.max_conns_per_ip, 0)? {
+            0 => None,
+            n => Some(n),
+        },
+    };
+    if limits.max_header_line > limits.max_header_total {
+        return Err(bad(
+            "limits.max_header_line",
+            format!(
+                "is {}, more than limits.max_header_total ({}); a line is part of the head",
+                limits.max_header_line, limits.max_header_total
+            ),
+        ));
     }
 
     let settings = Settings {
@@ -248,6 +343,10 @@ pub(super) fn check(
             cert_rescan_interval: Duration::from_secs(interval),
         },
         routes,
+        limits,
+        admin: AdminSettings {
+            on_listeners: raw.admin.on_listeners,
+        },
     };
     Ok((settings, raw))
 }

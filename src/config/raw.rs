@@ -12,7 +12,24 @@ pub struct RawConfig {
     pub https: RawHttps,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RawRoute>,
+    pub limits: RawLimits,
+    pub admin: RawAdmin,
     pub logging: RawLogging,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_line: i64,
+    pub max_header_total: i64,
+    pub max_handshakes_per_worker: i64,
+    pub max_conns_per_ip: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub on_listeners: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -55,10 +72,31 @@ pub struct RawRoute {
     /// (proxy routes only; 60 when not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
+    /// Seconds connecting to the upstream may take (proxy routes; 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<i64>,
+    /// Seconds of silence between body bytes or WebSocket frames (proxy
+    /// routes; 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<i64>,
+    /// PEM roots for an `https://` upstream (proxy routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_ca_file: Option<String>,
+    /// The name sent as SNI and verified (proxy routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_server_name: Option<String>,
+    /// Largest request body in bytes; 0: none allowed (static routes'
+    /// default); proxy routes: no limit unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<i64>,
 }
 
 /// The `timeout` of a proxy route that gives none.
 pub const DEFAULT_PROXY_TIMEOUT: i64 = 60;
+/// The `connect_timeout` of a proxy route that gives none.
+pub const DEFAULT_CONNECT_TIMEOUT: i64 = 5;
+/// The `idle_timeout` of a proxy route that gives none (five minutes).
+pub const DEFAULT_IDLE_TIMEOUT: i64 = 300;
 
 fn root_path() -> String {
     "/".to_string()
@@ -90,7 +128,31 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
             "cert_rescan_interval",
         ],
     ),
-    ("route", &["domain", "path", "static", "proxy", "timeout"]),
+    (
+        "route",
+        &[
+            "domain",
+            "path",
+            "static",
+            "proxy",
+            "timeout",
+            "connect_timeout",
+            "idle_timeout",
+            "proxy_ca_file",
+            "proxy_server_name",
+            "max_body",
+        ],
+    ),
+    (
+        "limits",
+        &[
+            "max_header_line",
+            "max_header_total",
+            "max_handshakes_per_worker",
+            "max_conns_per_ip",
+        ],
+    ),
+    ("admin", &["on_listeners"]),
     ("logging", &["level"]),
 ];
 
@@ -102,4 +164,11 @@ pub const WHOLE_NUMBERS: &[&str] = &[
     "https.port",
     "https.cert_rescan_interval",
     "route.timeout",
+    "route.connect_timeout",
+    "route.idle_timeout",
+    "route.max_body",
+    "limits.max_header_line",
+    "limits.max_header_total",
+    "limits.max_handshakes_per_worker",
+    "limits.max_conns_per_ip",
 ];

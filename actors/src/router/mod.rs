@@ -132,8 +132,16 @@ async fn handle(
             let rest = routes::strip_prefix(route, path);
             static_files::serve(&req, root, rest).await
         }
-        RouteTarget::Proxy { url, timeout } => {
-            proxy::forward(&req, body, client.get_ref(), url, scheme.as_str(), *timeout).await
+        RouteTarget::Proxy(target) => {
+            proxy::forward(
+                &req,
+                body,
+                client.get_ref(),
+                &target.url,
+                scheme.as_str(),
+                target.timeout,
+            )
+            .await
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn strip_prefix<'a>(route: &Route, path: &'a str) -> &'a str {
             let prefix = route.path.trim_end_matches('/');
             path.get(prefix.len()..).unwrap_or("")
         }
-        RouteTarget::Proxy { .. } => path,
+        RouteTarget::Proxy(_) => path,
     }
 }
 
@@ -89,13 +89,14 @@ mod tests {
             domain: domain.map(str::to_string),
             path: path.to_string(),
             target: RouteTarget::Static(PathBuf::from(name)),
+            max_body: Some(0),
         }
     }
 
     fn name(r: Option<&Route>) -> Option<String> {
         r.map(|r| match &r.target {
             RouteTarget::Static(p) => p.display().to_string(),
-            RouteTarget::Proxy { url, .. } => url.clone(),
+            RouteTarget::Proxy(p) => p.url.clone(),
         })
     }
 

@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let tmp = TempDir::new("inventory");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let (ok_crt, ok_key) = make_pem(&["ok.test"], NOW - YEAR, NOW + YEAR, "ok");
         write(dir, "ok.crt", &ok_crt);
@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn only_direct_visible_crt_files_links_followed() {
-        let tmp = TempDir::new("inventory-scan");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let (crt, key) = make_pem(&["a.test"], NOW - YEAR, NOW + YEAR, "a");
         // Kubernetes style: the real files in a hidden folder, links to them.
@@ -424,13 +424,13 @@ mod tests {
 
     #[test]
     fn missing_folder_is_empty() {
-        let tmp = TempDir::new("inventory-missing");
+        let tmp = tempfile::tempdir().unwrap();
         assert!(scan_folder(&tmp.path().join("nope"), Source::File, NOW).is_empty());
     }
 
     #[test]
     fn self_signed_is_recognised_and_hint_used_otherwise() {
-        let tmp = TempDir::new("inventory-source");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let (crt, key) = make_pem(&["localhost"], NOW - YEAR, NOW + YEAR, SELF_SIGNED_CN);
         write(dir, "default.crt", &crt);

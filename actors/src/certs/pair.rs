@@ -593,32 +593,6 @@ pub(crate) mod testing {
         params
     }
 
-    /// A fresh, empty folder under the system temp folder, removed on drop.
-    pub(crate) struct TempDir(pub(crate) PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(tag: &str) -> TempDir {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("clace-test-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// A pair valid around [`NOW`], named `stem`, with the given SANs.
     pub(crate) fn pair(stem: &str, names: &[&str]) -> Arc<Pair> {
         pair_at(stem, names, NOW - YEAR, NOW + YEAR, Source::File)
@@ -907,7 +881,7 @@ mod tests {
 
     #[test]
     fn read_pair_names_the_files() {
-        let tmp = TempDir::new("pair");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let (cert, key) = make_pem(&["a.test"], NOW - 10, NOW + 10, "a");
         let crt = dir.join("a.crt");

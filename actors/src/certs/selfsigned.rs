@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn generates_a_readable_marked_pair() {
-        let tmp = TempDir::new("selfsigned");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("new").join("certs");
         generate(&dir, false).unwrap();
         assert_eq!(mode(&dir), 0o700);
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn replaces_existing_files_and_keeps_a_dir_mode() {
-        let tmp = TempDir::new("selfsigned-replace");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         fs::set_permissions(dir, fs::Permissions::from_mode(0o750)).unwrap();
         fs::write(dir.join("default.crt"), "old").unwrap();
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn cannot_create_dir_names_it() {
-        let tmp = TempDir::new("selfsigned-fail");
+        let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("file");
         fs::write(&file, "x").unwrap();
         let err = generate(&file.join("sub"), false).unwrap_err();
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn warns_only_on_open_modes() {
-        let tmp = TempDir::new("selfsigned-warn");
+        let tmp = tempfile::tempdir().unwrap();
         let key = tmp.path().join("k.key");
         fs::write(&key, "x").unwrap();
         for (set, expected) in [

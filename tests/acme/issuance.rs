@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::{is_pebble, Acme, EMAIL, ISSUE_DEADLINE};
 use crate::tls_util::{
     facts, file_serial, handshake, install_pair, make_pair, mode, pem_certs, Spec, Validity,
+    RELOAD_LIMIT,
 };
 use crate::util::DEADLINE;
 
@@ -292,4 +293,25 @@ fn listing(root: &Path) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[test]
+fn a_certificate_written_into_the_storage_by_another_process_is_served_within_1s() {
+    let acme = Acme::new();
+    acme.configure(&["a.test"], "", "");
+    let mut tls = acme.serve();
+    let issued = acme.wait_issued(&mut tls, "a.test").serial();
+    // Another instance (the Go Clace, Caddy) renews into the shared folder:
+    // key first, then the certificate, each renamed into place.
+    let dir = acme.cert_dir(&acme.storage, "a.test");
+    let other = make_pair(&["a.test"]);
+    assert_ne!(other.serial, issued);
+    let since = Instant::now();
+    install_pair(&dir, "a.test", &other);
+    tls.assert_served_within(Some("a.test"), &other.serial, since, RELOAD_LIMIT);
+    acme.assert_orders_stay(
+        &tls,
+        1,
+        "a valid certificate in the storage is not ordered again",
+    );
 }

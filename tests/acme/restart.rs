@@ -1,11 +1,13 @@
 //! Stored certificates across restarts: served again without contacting
-//! the CA, even when the CA is gone; SIGUSR2 re-checks without ordering.
+//! the CA, even when the CA is gone; SIGUSR2 (and a restart of the acme
+//! actor) re-checks without ordering.
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::{count_lines, Acme};
+use crate::util::http::Request;
 use crate::util::{wait_until, DEADLINE};
 
 #[test]
@@ -30,7 +32,7 @@ fn a_restarted_daemon_serves_the_same_serial_with_no_new_order() {
 }
 
 #[test]
-fn sigusr2_logs_a_recheck_and_orders_nothing() {
+fn sigusr2_logs_a_recheck_and_orders_nothing_nor_does_an_acme_restart() {
     let acme = Acme::new();
     acme.configure(&["a.test"], "", "");
     let mut tls = acme.serve();
@@ -50,6 +52,13 @@ fn sigusr2_logs_a_recheck_and_orders_nothing() {
     );
     assert!(tls.proc.is_running(), "the daemon survives SIGUSR2");
     acme.wait_acme_state(&tls, "running");
+
+    // The same through the admin endpoint (what `clace restart acme` asks).
+    let resp = Request::new("POST", "/_clace/actors/acme/restart").send(tls.http);
+    assert_eq!(resp.status, 202, "{}{}", resp.text(), acme.diag(&tls));
+    acme.wait_acme_state(&tls, "running");
+    acme.assert_orders_stay(&tls, 1, "a restart of the acme actor orders nothing");
+    assert_eq!(tls.serial(Some("a.test")), first);
 }
 
 #[test]

@@ -8,7 +8,6 @@ pub mod static_files;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,10 +16,6 @@ use arc_swap::ArcSwap;
 use crate::settings::RouteTarget;
 use admin::Admin;
 pub use routes::RouteTable;
-
-/// The proxy client's own bound on a response head; each route's `timeout`
-/// (default 60 s) is set per request and is what applies in practice.
-pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What every request handler of both listeners shares.
 pub struct RouterState {
@@ -75,8 +70,8 @@ pub fn app(
     actix_web::App::new()
         .app_data(web::Data::from(state))
         .app_data(web::Data::new(scheme))
-        // One client per worker: awc pools upstream connections per client.
-        .app_data(web::Data::new(proxy::client(UPSTREAM_TIMEOUT)))
+        // One set of upstream clients per worker, each with its pool.
+        .app_data(web::Data::new(proxy::Upstreams::default()))
         .app_data(web::PayloadConfig::new(usize::MAX))
         .default_service(web::to(handle))
 }
@@ -104,7 +99,7 @@ async fn handle(
     body: web::Payload,
     state: web::Data<RouterState>,
     scheme: web::Data<Scheme>,
-    client: web::Data<awc::Client>,
+    upstreams: web::Data<proxy::Upstreams>,
 ) -> HttpResponse {
     if req.conn_data::<AcmeTlsConnection>().is_some() {
         // A TLS-ALPN-01 connection carries no HTTP: refuse and close.
@@ -133,13 +128,15 @@ async fn handle(
             static_files::serve(&req, root, rest).await
         }
         RouteTarget::Proxy(target) => {
+            let name = format!("{}{}", route.domain.as_deref().unwrap_or(""), route.path);
             proxy::forward(
                 &req,
                 body,
-                client.get_ref(),
-                &target.url,
+                upstreams.get_ref(),
+                target,
+                route.max_body,
                 scheme.as_str(),
-                target.timeout,
+                &name,
             )
             .await
         }

@@ -1,0 +1,97 @@
+//! WebSocket through the proxy: once the upstream answers `101`, the two
+//! connections are joined byte for byte (frames are never parsed or
+//! buffered whole: a 1 MiB message streams through in whatever pieces
+//! arrive; pings, pongs and closes pass like any other frame). Either side
+//! closing closes the other; a tunnel silent both ways for the route's idle
+//! timeout is closed.
+//!
+//! actix-http hands over a WebSocket request's connection as a raw stream
+//! (the request payload, then the response body after the `101`); it does
+//! so for `Upgrade: websocket` only, so other upgrades are not tunnelled:
+//! their `Upgrade` header is dropped and the request is answered as a plain
+//! one, which RFC 9110 §7.8 allows. HTTP/2 clients cannot ask for a
+//! WebSocket here: actix-http does not offer RFC 8441's extended CONNECT,
+//! so browsers open an HTTP/1.1 connection for it.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The time of the last byte either way, shared by the two directions.
+#[derive(Clone)]
+struct Activity(Rc<Cell<Instant>>);
+
+impl Activity {
+    fn touch(&self) {
+        self.0.set(Instant::now());
+    }
+
+    /// Whether nothing moved either way for `idle`.
+    fn silent_for(&self, idle: Duration) -> bool {
+        self.0.get().elapsed() >= idle
+    }
+}
+
+/// Joins the client (its raw `payload`) and the `upgraded` upstream
+/// connection; returns the stream of upstream bytes for the `101`'s body.
+pub fn tunnel(
+    mut payload: web::Payload,
+    upgraded: hyper::upgrade::Upgraded,
+    idle: Duration,
+    label: Rc<str>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    let (up_read, mut up_write) = tokio::io::split(TokioIo::new(upgraded));
+    let activity = Activity(Rc::new(Cell::new(Instant::now())));
+
+    // Client -> upstream.
+    let client_side = activity.clone();
+    let client_label = Rc::clone(&label);
+    actix_web::rt::spawn(async move {
+        loop {
+            match tokio::time::timeout(idle, payload.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    client_side.touch();
+                    if up_write.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                // The client closed (or broke): the upstream sees the end.
+                Ok(Some(Err(_)) | None) => break,
+                Err(_) if client_side.silent_for(idle) => {
+                    log::info!(target: super::TARGET, "{client_label}: WebSocket silent for {}s (idle_timeout); closed", idle.as_secs());
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        let _ = up_write.shutdown().await;
+    });
+
+    // Upstream -> client.
+    futures_util::stream::unfold(Some(up_read), move |state| {
+        let activity = activity.clone();
+        async move {
+            let mut up_read = state?;
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match tokio::time::timeout(idle, up_read.read(&mut buf)).await {
+                    Ok(Ok(0)) => return None,
+                    Ok(Ok(n)) => {
+                        activity.touch();
+                        buf.truncate(n);
+                        return Some((Ok(Bytes::from(buf)), Some(up_read)));
+                    }
+                    Ok(Err(e)) => return Some((Err(e), None)),
+                    Err(_) if activity.silent_for(idle) => return None,
+                    Err(_) => {}
+                }
+            }
+        }
+    })
+}

@@ -159,12 +159,17 @@ impl Health {
 mod tests {
     use super::*;
 
-    #[test]
-    fn degraded_while_an_enabled_actor_is_not_running() {
+    fn all_running() -> Health {
         let h = Health::new();
         for a in ActorName::ALL {
             h.set(a, ActorState::Running);
         }
+        h
+    }
+
+    #[test]
+    fn degraded_while_an_enabled_actor_is_not_running() {
+        let h = all_running();
         h.set(ActorName::Acme, ActorState::Disabled);
         assert!(h.to_json().0);
         h.set(ActorName::Https, ActorState::Restarting);
@@ -178,10 +183,7 @@ mod tests {
     /// The body of `/_clace/health`, byte for byte: every actor, by name.
     #[test]
     fn json_lists_every_actor_by_name() {
-        let h = Health::new();
-        for a in ActorName::ALL {
-            h.set(a, ActorState::Running);
-        }
+        let h = all_running();
         h.set(ActorName::Watcher, ActorState::Failed);
         assert_eq!(
             h.to_json().1.to_string(),

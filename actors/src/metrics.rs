@@ -53,6 +53,8 @@ impl Metrics {
         self.reloads_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Every series in the Prometheus text format: these counters, the
+    /// not-after of each served certificate, and each actor's restarts.
     pub fn render(&self, snapshot: &Snapshot, health: &Health, handshakes: u64) -> String {
         let mut out = String::new();
         // One sample per (name, source): the latest expiry among the pairs

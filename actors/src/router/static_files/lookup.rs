@@ -231,7 +231,7 @@ mod tests {
         test,
     };
 
-    use super::super::testing::{app, get, header_of, site, SECRET};
+    use super::super::testing::{app, get, get_response, header_of, site, SECRET};
 
     #[actix_web::test]
     async fn folders_use_index_html_and_never_list() {
@@ -242,11 +242,7 @@ mod tests {
             get!(app, "/s/sub/"),
             (StatusCode::OK, "<p>sub index</p>".into())
         );
-        let res = test::call_service(
-            &app,
-            test::TestRequest::get().uri("/s/sub?x=1").to_request(),
-        )
-        .await;
+        let res = get_response!(app, "/s/sub?x=1");
         assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(header_of(&res, header::LOCATION), "/s/sub/?x=1");
 

@@ -214,7 +214,7 @@ mod tests {
         test, App,
     };
 
-    use super::super::testing::{app, get, handler, header_of, site, HELLO};
+    use super::super::testing::{app, get, get_response, handler, header_of, site, HELLO};
     use super::*;
 
     #[actix_web::test]
@@ -222,11 +222,7 @@ mod tests {
         let (_base, root) = site();
         let app = app!(root);
 
-        let res = test::call_service(
-            &app,
-            test::TestRequest::get().uri("/s/hello.txt").to_request(),
-        )
-        .await;
+        let res = get_response!(app, "/s/hello.txt");
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(
             header_of(&res, header::CONTENT_TYPE),
@@ -235,11 +231,7 @@ mod tests {
         assert!(res.headers().get(header::CONTENT_DISPOSITION).is_none());
         assert_eq!(to_bytes(res.into_body()).await.unwrap(), HELLO);
 
-        let res = test::call_service(
-            &app,
-            test::TestRequest::get().uri("/s/page.html").to_request(),
-        )
-        .await;
+        let res = get_response!(app, "/s/page.html");
         assert_eq!(
             header_of(&res, header::CONTENT_TYPE),
             "text/html; charset=utf-8"
@@ -258,11 +250,7 @@ mod tests {
         let (_base, root) = site();
         let app = app!(root);
 
-        let res = test::call_service(
-            &app,
-            test::TestRequest::get().uri("/s/hello.txt").to_request(),
-        )
-        .await;
+        let res = get_response!(app, "/s/hello.txt");
         let etag = header_of(&res, header::ETAG);
         let last_modified = header_of(&res, header::LAST_MODIFIED);
         assert!(!etag.is_empty() && !last_modified.is_empty());
@@ -307,26 +295,25 @@ mod tests {
         let last_modified = header_of(&res, header::LAST_MODIFIED);
         assert_eq!(to_bytes(res.into_body()).await.unwrap(), "hello");
 
-        // If-Range with the current validators: still a range.
-        for validator in [etag.as_str(), last_modified.as_str()] {
-            let req = test::TestRequest::get()
+        // `Range: bytes=6-` with `If-Range: validator`.
+        let if_range = |validator: &str| {
+            test::TestRequest::get()
                 .uri("/s/hello.txt")
                 .insert_header((header::RANGE, "bytes=6-"))
-                .insert_header((header::IF_RANGE, validator))
-                .to_request();
-            let res = test::call_service(&app, req).await;
+                .insert_header((header::IF_RANGE, validator.to_owned()))
+                .to_request()
+        };
+
+        // If-Range with the current validators: still a range.
+        for validator in [etag.as_str(), last_modified.as_str()] {
+            let res = test::call_service(&app, if_range(validator)).await;
             assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{validator}");
             assert_eq!(to_bytes(res.into_body()).await.unwrap(), "world");
         }
 
         // If-Range with a stale validator: the whole file, 200.
         for validator in ["\"stale\"", "W/\"weak\"", "Thu, 01 Jan 2004 00:00:00 GMT"] {
-            let req = test::TestRequest::get()
-                .uri("/s/hello.txt")
-                .insert_header((header::RANGE, "bytes=6-"))
-                .insert_header((header::IF_RANGE, validator))
-                .to_request();
-            let res = test::call_service(&app, req).await;
+            let res = test::call_service(&app, if_range(validator)).await;
             assert_eq!(res.status(), StatusCode::OK, "{validator}");
             assert_eq!(header_of(&res, header::ETAG), etag);
             assert_eq!(
@@ -362,11 +349,7 @@ mod tests {
             .set_modified(before_epoch)
             .unwrap();
         let app = app!(root);
-        let res = test::call_service(
-            &app,
-            test::TestRequest::get().uri("/s/old.txt").to_request(),
-        )
-        .await;
+        let res = get_response!(app, "/s/old.txt");
         assert_eq!(res.status(), StatusCode::OK);
         assert!(res.headers().get(header::ETAG).is_none());
         assert!(res.headers().get(header::LAST_MODIFIED).is_none());

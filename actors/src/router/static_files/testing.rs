@@ -74,15 +74,23 @@ macro_rules! app {
 }
 pub(super) use app;
 
+/// GET `uri`; the whole response.
+macro_rules! get_response {
+    ($app:expr, $uri:expr) => {
+        ::actix_web::test::call_service(
+            &$app,
+            ::actix_web::test::TestRequest::get().uri($uri).to_request(),
+        )
+        .await
+    };
+}
+pub(super) use get_response;
+
 /// GET `uri`; the status and the body as text.
 macro_rules! get {
     ($app:expr, $uri:expr) => {
         $crate::router::static_files::testing::body_text(
-            ::actix_web::test::call_service(
-                &$app,
-                ::actix_web::test::TestRequest::get().uri($uri).to_request(),
-            )
-            .await,
+            $crate::router::static_files::testing::get_response!($app, $uri),
         )
         .await
     };

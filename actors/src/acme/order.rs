@@ -198,10 +198,19 @@ impl Ca {
             .finalize_csr(csr.der())
             .await
             .map_err(|e| format!("finalize: {}", describe(&e)))?;
-        let chain = order
-            .poll_certificate(&retry_policy())
+        // The order may be valid already (a CA that signs at once): ask
+        // before waiting.
+        let chain = match order
+            .certificate()
             .await
-            .map_err(|e| format!("certificate: {}", describe(&e)))?;
+            .map_err(|e| format!("certificate: {}", describe(&e)))?
+        {
+            Some(chain) => chain,
+            None => order
+                .poll_certificate(&retry_policy())
+                .await
+                .map_err(|e| format!("certificate: {}", describe(&e)))?,
+        };
         let cert_url = order.state().certificate.clone().unwrap_or_default();
 
         // What the CA sent must be a whole, matching pair before it goes
@@ -298,9 +307,11 @@ impl Ca {
     }
 }
 
+/// Polling the order: soon at first (a CA often answers within a few
+/// hundred milliseconds), then less and less often.
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::new()
-        .initial_delay(Duration::from_millis(250))
+        .initial_delay(Duration::from_millis(50))
         .backoff(1.5)
         .timeout(VALIDATION_TIMEOUT)
 }

@@ -1,5 +1,6 @@
 //! `clace certs`: what is in the certificate folders, and which certificate
-//! a name would get. Reads the folders itself; no daemon needed.
+//! a name would get. Reads the folders itself; no daemon needed, except for
+//! `--live`, which asks the running daemon's `/_clace/certs`.
 
 use std::process::ExitCode;
 
@@ -67,6 +68,69 @@ pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
         }
         ExitCode::SUCCESS
     }
+}
+
+/// `clace certs --live`: the running daemon's `/_clace/certs` (over its
+/// admin socket first), as JSON or as the same table.
+pub fn live(loaded: &Loaded, json: bool) -> ExitCode {
+    let answer = match crate::admin_client::request(&loaded.home, "GET", "/_clace/certs") {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("clace: no daemon running ({why})");
+            return ExitCode::from(1);
+        }
+    };
+    if answer.status != 200 {
+        eprintln!(
+            "clace: the daemon answered {}: {}",
+            answer.status,
+            answer.body.trim()
+        );
+        return ExitCode::from(1);
+    }
+    let value: serde_json::Value = match serde_json::from_str(&answer.body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("clace: the daemon's /_clace/certs is not JSON: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        return print_json(&value);
+    }
+    let infos: Vec<CertInfo> = value
+        .as_array()
+        .map(|a| a.iter().filter_map(cert_info).collect())
+        .unwrap_or_default();
+    if infos.is_empty() {
+        println!("the running daemon lists no certificates");
+    } else {
+        print!("{}", inventory::render_table(&infos));
+    }
+    ExitCode::SUCCESS
+}
+
+/// One object of the `/_clace/certs` array (interface §6) back into a row.
+fn cert_info(v: &serde_json::Value) -> Option<CertInfo> {
+    let text = |key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_owned);
+    let source = match v.get("source")?.as_str()? {
+        "acme" => Source::Acme,
+        "self-signed" => Source::SelfSigned,
+        _ => Source::File,
+    };
+    Some(CertInfo {
+        file: text("file"),
+        names: v
+            .get("names")?
+            .as_array()?
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect(),
+        source,
+        issuer: text("issuer").unwrap_or_default(),
+        not_after: text("not_after"),
+        status: text("status").unwrap_or_default(),
+    })
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {

@@ -32,6 +32,9 @@ pub enum Command {
         /// Say which certificate a handshake for NAME would get, and why
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// Ask the running daemon what it serves (its admin socket, else its listeners)
+        #[arg(long, conflicts_with = "name")]
+        live: bool,
     },
     /// Ask the running daemon to restart one actor
     Restart {

@@ -6,6 +6,7 @@
 //! failure, 2 bad configuration or usage.
 #![forbid(unsafe_code)]
 
+mod admin_client;
 mod certs_cmd;
 mod cli;
 mod config;
@@ -55,7 +56,10 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Certs { json, name } => certs_cmd::run(&loaded, json, name.as_deref()),
+        Command::Certs {
+            json, live: true, ..
+        } => certs_cmd::live(&loaded, json),
+        Command::Certs { json, name, .. } => certs_cmd::run(&loaded, json, name.as_deref()),
         Command::Restart { actor } => restart_cmd::run(&loaded, &actor),
         Command::Version => ExitCode::SUCCESS,
     }

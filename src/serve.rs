@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clace_actors::admin_socket;
 use clace_actors::health::{ActorName, ActorState, Health};
 use clace_actors::listener::{self, Limits};
 use clace_actors::settings::Port;
@@ -68,10 +69,25 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
         log::info!(target: TARGET, "both listeners are disabled: managing certificates only");
     }
 
+    // The admin socket (interface §6): a failure to bind it is logged, not
+    // fatal; the listeners still serve and `clace restart` uses clace.addr.
+    let socket_file = loaded.home.join("run").join("clace.sock");
+    bound.admin = match admin_socket::bind(&socket_file) {
+        Ok(socket) => socket,
+        Err(e) => {
+            log::error!(target: TARGET, "cannot bind the admin socket {}: {e}; `clace restart` falls back to clace.addr", socket_file.display());
+            None
+        }
+    };
+    let socket_ours = bound.admin.is_some();
+
     let mut daemon = match Daemon::start(settings, bound, Limits::default()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("clace: {e}");
+            if socket_ours {
+                let _ = std::fs::remove_file(&socket_file);
+            }
             return ExitCode::from(1);
         }
     };
@@ -88,6 +104,9 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
     )
     .await;
     let _ = std::fs::remove_file(&addr_file);
+    if socket_ours {
+        let _ = std::fs::remove_file(&socket_file);
+    }
     actix_rt::System::current().stop();
     ExitCode::SUCCESS
 }

@@ -19,6 +19,7 @@ mod systemd;
 
 mod admin;
 mod certs_cli;
+mod hardening;
 mod https;
 mod reload;
 mod supervision;

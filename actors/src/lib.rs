@@ -10,6 +10,8 @@
 //!   actix-web server and the socket it was bound on.
 //! - [`router`]: the request handling both listeners share: routes
 //!   (static files, reverse proxy), redirects and the `/_clace/` endpoints.
+//! - [`admin_socket`]: the `/_clace/` endpoints on `$CL_HOME/run/clace.sock`
+//!   (mode 0600), whose peers are trusted.
 //! - [`certs`]: certificate pairs, the immutable snapshot and the lock-free
 //!   resolver, the self-signed default, the cert store actor.
 //! - [`watcher`]: the filesystem watcher actor (notify, with polling).
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod admin_socket;
 pub mod certs;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

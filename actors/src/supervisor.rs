@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -39,6 +40,9 @@ use crate::watcher::Watcher;
 pub struct Bound {
     pub http: Option<TcpListener>,
     pub https: Option<TcpListener>,
+    /// The admin socket (`None`: another daemon holds it, or it could not
+    /// be bound).
+    pub admin: Option<UnixListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,7 @@ pub struct Daemon {
     acme: Addr<AcmeIssuer>,
     http: Option<Addr<Listener>>,
     https: Option<Addr<Listener>>,
+    admin_socket: Option<actix_web::dev::ServerHandle>,
 }
 
 impl Daemon {
@@ -138,12 +143,20 @@ impl Daemon {
             resolver: Arc::clone(&resolver),
             folders: ArcSwap::from_pointee(cert_folders(settings)),
             control: std::sync::OnceLock::new(),
+            on_listeners: settings.admin.on_listeners.into(),
         };
         let router = Arc::new(RouterState::new(
             RouteTable::new(settings.routes.clone()),
             settings.http.redirect_to_https,
             admin,
         ));
+        let admin_socket = bound.admin.and_then(|socket| {
+            crate::admin_socket::serve(socket, Arc::clone(&router))
+                .map_err(
+                    |e| log::error!(target: "clace::admin", "cannot serve the admin socket: {e}"),
+                )
+                .ok()
+        });
         if settings.http.redirect_to_https && bound.https.is_none() {
             log::warn!(target: "clace::http", "redirect_to_https is set but HTTPS is disabled: requests are served on HTTP");
         }
@@ -218,6 +231,7 @@ impl Daemon {
             acme,
             http: http_listener,
             https: https_listener,
+            admin_socket,
         })
     }
 
@@ -271,6 +285,13 @@ impl Daemon {
                     (self.settings.http.host, self.settings.http.port) = (host, port);
                 }
             }
+        }
+        if old.admin != new.admin {
+            self.router
+                .admin
+                .on_listeners
+                .store(new.admin.on_listeners, std::sync::atomic::Ordering::Relaxed);
+            log::info!(target: "clace::supervisor", "admin endpoints on the listeners: {}", if new.admin.on_listeners { "on" } else { "off (admin socket only)" });
         }
         if cert_folders(&old) != cert_folders(&new) {
             self.router
@@ -442,6 +463,9 @@ impl Daemon {
         }
         if let Some(f) = https {
             let _ = f.await;
+        }
+        if let Some(h) = &self.admin_socket {
+            h.stop(true).await;
         }
     }
 }

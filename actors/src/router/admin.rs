@@ -1,10 +1,14 @@
 //! The daemon's own endpoints under `/_clace/` (interface §6).
 //!
 //! `health` answers anyone; `certs`, `metrics` and `actors/{name}/restart`
-//! answer loopback peers only: the TCP peer address decides, never a header.
+//! answer trusted peers only: a peer on the admin socket (file permissions
+//! guard it), or on a listener a loopback peer (the TCP peer address
+//! decides, never a header) while `[admin] on_listeners` is on; with it off
+//! they are 404 on the listeners.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use actix::Recipient;
@@ -33,7 +37,14 @@ pub struct Admin {
     pub folders: ArcSwap<CertFolders>,
     /// Set once the actors have started (the listeners start last).
     pub control: OnceLock<Control>,
+    /// `[admin] on_listeners`: serve the loopback-only endpoints on the
+    /// listeners too (a SIGHUP may change it).
+    pub on_listeners: AtomicBool,
 }
+
+/// App data of the admin socket's application: its peers are trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketPeer;
 
 /// Where the certificates are: `cert_location` and the ACME certificates
 /// under `storage_location`.
@@ -86,10 +97,11 @@ impl Admin {
             || (cfg!(feature = "fault-injection")
                 && path.starts_with("/_clace/actors/")
                 && path.ends_with("/panic"));
-        if !known {
+        let on_socket = req.app_data::<SocketPeer>().is_some();
+        if !known || !(on_socket || self.on_listeners.load(Ordering::Relaxed)) {
             return plain(StatusCode::NOT_FOUND, "not found\n");
         }
-        if !from_this_host(req) {
+        if !on_socket && !from_this_host(req) {
             return plain(
                 StatusCode::FORBIDDEN,
                 "forbidden: this endpoint answers loopback clients only\n",

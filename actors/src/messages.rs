@@ -25,6 +25,11 @@ pub struct PathsChanged {
     /// Files still open for writing: a pair with one of these is not read
     /// now (it will be, once the file is closed and sent in `paths`).
     pub busy: BTreeSet<PathBuf>,
+    /// Sent at once on a close or a rename, before the burst is over: a
+    /// pair that is whole and valid now is taken now; anything else (a key
+    /// not there yet, a file half replaced, a deletion) is left, unlogged,
+    /// to the debounced message that follows.
+    pub eager: bool,
 }
 
 /// Cert store -> watcher: the folders to watch now (the certificate

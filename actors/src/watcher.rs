@@ -35,6 +35,11 @@ const MAX_DELAY: Duration = Duration::from_millis(150);
 /// (a chain written certificate by certificate is not taken half-way), for
 /// at most this long after its first write.
 const MAX_OPEN_WRITE: Duration = Duration::from_secs(1);
+/// A close or a rename is looked at this soon, before the burst is over:
+/// long enough for the events of a write that follows at once (a key
+/// renamed into place, then its certificate written in place) to arrive
+/// and mark that file busy, so only a pair whole now is taken early.
+const EAGER_DELAY: Duration = Duration::from_millis(2);
 
 pub struct Watcher {
     store: Addr<CertStore>,
@@ -46,6 +51,9 @@ pub struct Watcher {
     /// folder replaced by a rename keeps its path but needs a new watch.
     watched: BTreeMap<PathBuf, (u64, u64)>,
     pending: BTreeSet<PathBuf>,
+    /// Paths of completed writes waiting for their eager look.
+    eager: BTreeSet<PathBuf>,
+    eager_scheduled: bool,
     /// Files written but not closed yet, with the time of their first write.
     open_writes: HashMap<PathBuf, Instant>,
     flush_scheduled: bool,
@@ -68,6 +76,8 @@ impl Watcher {
             notify: None,
             watched: BTreeMap::new(),
             pending: BTreeSet::new(),
+            eager: BTreeSet::new(),
+            eager_scheduled: false,
             open_writes: HashMap::new(),
             flush_scheduled: false,
             burst_start: None,
@@ -134,6 +144,7 @@ impl Watcher {
             self.store.do_send(PathsChanged {
                 paths: ready,
                 busy: held.clone(),
+                eager: false,
             });
         }
         if held.is_empty() {
@@ -154,6 +165,21 @@ impl Watcher {
             ctx,
             left.clamp(Duration::from_millis(1), Duration::from_millis(50)),
         );
+    }
+
+    /// Sends the paths of completed writes for an eager look (see
+    /// [`EAGER_DELAY`]), with the files still open at this moment.
+    fn flush_eager(&mut self) {
+        self.eager_scheduled = false;
+        let paths = std::mem::take(&mut self.eager);
+        if paths.is_empty() {
+            return;
+        }
+        self.store.do_send(PathsChanged {
+            paths,
+            busy: self.open_writes.keys().cloned().collect(),
+            eager: true,
+        });
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>, after: Duration) {
@@ -219,6 +245,8 @@ impl Supervised for Watcher {
         self.notify = None;
         self.watched.clear();
         self.pending.clear();
+        self.eager.clear();
+        self.eager_scheduled = false;
         self.open_writes.clear();
         self.flush_scheduled = false;
         self.burst_start = None;
@@ -306,6 +334,18 @@ impl Handler<RawEvents> for Watcher {
                     }
                 }
                 RawKind::Other => {}
+            }
+        }
+        if matches!(msg.kind, RawKind::Closed | RawKind::MovedOrRemoved)
+            && !msg.overflow
+            && !msg.paths.is_empty()
+        {
+            // A write just completed: a pair that is whole with it is served
+            // almost at once, without waiting for the burst to be over.
+            self.eager.extend(msg.paths.iter().cloned());
+            if !self.eager_scheduled {
+                self.eager_scheduled = true;
+                ctx.run_later(EAGER_DELAY, |act, _| act.flush_eager());
             }
         }
         self.pending.extend(msg.paths);

@@ -144,6 +144,9 @@ pub struct CertStore {
     deferred_acme: BTreeSet<String>,
     /// While handling `PathsChanged`: files the watcher saw still open.
     busy: BTreeSet<PathBuf>,
+    /// While handling an eager `PathsChanged`: take only pairs whole and
+    /// valid now; remember and log nothing else.
+    eager: bool,
 }
 
 impl CertStore {
@@ -172,6 +175,7 @@ impl CertStore {
             deferred: BTreeSet::new(),
             deferred_acme: BTreeSet::new(),
             busy: BTreeSet::new(),
+            eager: false,
         };
         store.ensure_default();
         store.refresh(Scope::All);
@@ -256,7 +260,7 @@ impl CertStore {
         for name in &names {
             changed |= self.check_pair(Kind::Acme, name);
         }
-        if !self.slots.contains_key(DEFAULT_STEM) {
+        if !self.slots.contains_key(DEFAULT_STEM) && !self.eager {
             self.ensure_default();
             changed |= self.check_pair(Kind::File, DEFAULT_STEM);
         }
@@ -392,6 +396,10 @@ impl CertStore {
             return false;
         };
         let Ok(crt_meta) = std::fs::metadata(&crt) else {
+            if self.eager {
+                // A deletion (or a link on its way) waits for the burst.
+                return false;
+            }
             return match kind {
                 Kind::File => self.crt_missing(stem, &crt, &key),
                 Kind::Acme => self.acme_missing(stem, &crt, &key),
@@ -416,6 +424,21 @@ impl CertStore {
             };
             return false;
         }
+        let source = match kind {
+            Kind::File => Source::File,
+            Kind::Acme => Source::Acme,
+        };
+        if self.eager {
+            let unchanged = match kind {
+                Kind::File => &self.slots,
+                Kind::Acme => &self.acme_slots,
+            }
+            .get(stem)
+            .is_some_and(|slot| slot.seen.as_ref() == Some(&fp));
+            if unchanged || key_meta.is_none() || read_pair(stem, &crt, &key, source).is_err() {
+                return false;
+            }
+        }
         let slots = match kind {
             Kind::File => &mut self.slots,
             Kind::Acme => &mut self.acme_slots,
@@ -438,10 +461,6 @@ impl CertStore {
             log::warn!(target: TARGET, "{} has no {}{keeping}", crt.display(), key.display());
             return false;
         }
-        let source = match kind {
-            Kind::File => Source::File,
-            Kind::Acme => Source::Acme,
-        };
         match read_pair(stem, &crt, &key, source) {
             Ok(pair) => {
                 if kind == Kind::File && pair.stem_not_in_names() {
@@ -733,7 +752,9 @@ impl Handler<PathsChanged> for CertStore {
         let scope = self.scope_of(&msg.paths);
         log::debug!(target: TARGET, "{} paths changed: {scope:?}", msg.paths.len());
         self.busy = msg.busy;
+        self.eager = msg.eager;
         self.refresh(scope);
+        self.eager = false;
         self.busy.clear();
         // A folder may have been replaced under the same path (a renamed
         // `live/`): the watcher re-checks what its watches are on.

@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod http_routes;
 mod proxy;
+mod proxy_live;
 mod signals;
 mod static_files;
 mod systemd;

@@ -10,6 +10,7 @@
 pub mod http;
 pub mod pebble;
 pub mod upstream;
+pub mod ws;
 
 use std::ffi::OsString;
 use std::fs;

@@ -1,15 +1,19 @@
 //! Hardening (issue 11): the admin socket that file permissions guard,
 //! `[admin] on_listeners`, request limits and their refusal counters.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::tls_util::{handshake, mode, World};
-use crate::util::http::{get, read_response_from, Request, Response, IO_TIMEOUT};
-use crate::util::{wait_until, DEADLINE};
+use crate::util::http::{
+    connect, get, read_response, read_response_from, Request, Response, IO_TIMEOUT,
+};
+use crate::util::{config_with, toml_path, wait_until, Clace, DEADLINE};
 
 /// `$CL_HOME/run/clace.sock`.
 fn socket_of(home: &Path) -> PathBuf {
@@ -187,5 +191,186 @@ fn sighup_turns_the_admin_endpoints_off_the_listeners() {
         wait_until(DEADLINE, || get(daemon.http, "/_clace/certs").status == 404),
         "certs still served on HTTP after the reload; stderr:\n{}",
         daemon.proc.stderr()
+    );
+}
+
+/// `/_clace/metrics` over the admin socket (a connection to a listener
+/// would count against the per-IP bound under test).
+fn refused(home: &Path, reason: &str) -> f64 {
+    let text = over_socket(&socket_of(home), "GET", "/_clace/metrics")
+        .map(|r| r.text())
+        .unwrap_or_default();
+    sample(
+        &text,
+        &format!("clace_refused_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(-1.0)
+}
+
+/// Reads until the peer closes; true when it does (EOF or reset) before the
+/// I/O timeout.
+fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A keep-alive GET on an open connection; the response.
+fn keep_alive_get(stream: &TcpStream, extra: &str) -> Response {
+    let mut s = stream;
+    write!(
+        s,
+        "GET /_clace/health HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n"
+    )
+    .unwrap();
+    read_response(stream.try_clone().unwrap(), false).unwrap()
+}
+
+#[test]
+fn a_long_header_line_or_a_big_head_is_431_and_closes_the_connection() {
+    let clace = Clace::new();
+    clace.write_config(&config_with(""));
+    let daemon = clace.serve();
+    let home = clace.cl_home();
+
+    // 9 KiB in one line (the default bound is 8 KiB).
+    let mut stream = connect(daemon.http).unwrap();
+    let resp = keep_alive_get(&stream, &format!("X-Long: {}\r\n", "a".repeat(9 * 1024)));
+    assert_eq!(resp.status, 431, "{}", resp.text());
+    assert!(closed_by_peer(&mut stream), "connection closed after 431");
+    assert_eq!(refused(home, "header_line"), 1.0);
+
+    // 40 KiB in lines of 5 KiB (the default head bound is 32 KiB).
+    let headers: String = (0..8)
+        .map(|i| format!("X-Part-{i}: {}\r\n", "b".repeat(5 * 1024)))
+        .collect();
+    let mut stream = connect(daemon.http).unwrap();
+    let resp = keep_alive_get(&stream, &headers);
+    assert_eq!(resp.status, 431, "{}", resp.text());
+    assert!(closed_by_peer(&mut stream), "connection closed after 431");
+    assert_eq!(refused(home, "header_total"), 1.0);
+
+    // A request line over the line bound: 414, as nginx answers.
+    let resp = get(daemon.http, &format!("/{}", "p".repeat(9 * 1024)));
+    assert_eq!(resp.status, 414);
+    assert_eq!(refused(home, "header_line"), 2.0);
+
+    // Within the bounds (7 KiB + 7 KiB + 7 KiB): served; the daemon is up.
+    let fine: String = (0..3)
+        .map(|i| format!("X-Ok-{i}: {}\r\n", "c".repeat(7 * 1024)))
+        .collect();
+    let resp = keep_alive_get(&connect(daemon.http).unwrap(), &fine);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(get(daemon.http, "/_clace/health").status, 200);
+}
+
+#[test]
+fn configured_header_limits_apply_on_https_too() {
+    let world = World::with_certs();
+    world.configure("", "", "[limits]\nmax_header_line = 1024\n");
+    let daemon = world.serve_ready();
+    let request = format!(
+        "GET /_clace/health HTTP/1.1\r\nHost: localhost\r\nX-Long: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(2000)
+    );
+    let resp = handshake(daemon.https, Some("localhost"))
+        .unwrap()
+        .http1(request.as_bytes())
+        .unwrap();
+    assert_eq!(resp.status, 431);
+    assert_eq!(https_get(daemon.https, "/_clace/health").status, 200);
+}
+
+#[test]
+fn a_body_over_a_static_routes_limit_is_413() {
+    let clace = Clace::new();
+    let site = clace.root().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("a.txt"), "static\n").unwrap();
+    clace.write_config(&config_with(&format!(
+        "[[route]]\npath = \"/\"\nstatic = {}\n\n\
+         [[route]]\npath = \"/small\"\nstatic = {}\nmax_body = 16\n",
+        toml_path(&site),
+        toml_path(&site)
+    )));
+    let daemon = clace.serve();
+    let home = clace.cl_home();
+
+    // The default for a static route is no body at all.
+    let resp = Request::get("/a.txt").body("x").send(daemon.http);
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(refused(home, "body"), 1.0);
+    let resp = Request::get("/a.txt")
+        .chunked_body(vec![b'y'; 100])
+        .send(daemon.http);
+    assert_eq!(resp.status, 413);
+    // max_body = 16: by Content-Length, and as a chunked body is read.
+    let resp = Request::get("/small/a.txt")
+        .body(vec![b'z'; 17])
+        .send(daemon.http);
+    assert_eq!(resp.status, 413);
+    let resp = Request::get("/small/a.txt")
+        .chunked_body(vec![b'z'; 20_000])
+        .send(daemon.http);
+    assert_eq!(resp.status, 413);
+    let resp = Request::get("/small/a.txt")
+        .body(vec![b'z'; 16])
+        .send(daemon.http);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "static\n");
+    assert_eq!(refused(home, "body"), 4.0);
+    // No body: served as ever.
+    assert_eq!(get(daemon.http, "/a.txt").status, 200);
+}
+
+#[test]
+fn connections_over_the_per_ip_bound_are_closed_while_the_others_stay_open() {
+    const N: usize = 4;
+    let clace = Clace::new();
+    clace.write_config(&config_with(&format!("[limits]\nmax_conns_per_ip = {N}\n")));
+    let daemon = clace.serve();
+    let home = clace.cl_home();
+    // Wait for the socket (metrics are read there, not on the listener).
+    assert!(wait_until(DEADLINE, || refused(home, "per_ip") == 0.0));
+
+    let open: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let s = connect(daemon.http).unwrap();
+            assert_eq!(keep_alive_get(&s, "").status, 200);
+            s
+        })
+        .collect();
+    let mut extra = connect(daemon.http).unwrap();
+    // The N+1th is shut down at accept, before it sends anything.
+    assert!(closed_by_peer(&mut extra), "connection N+1 closed");
+    assert_eq!(refused(home, "per_ip"), 1.0);
+    for s in &open {
+        assert_eq!(keep_alive_get(s, "").status, 200, "the first N stay open");
+    }
+    // One place given back: a new connection is served.
+    drop(open.into_iter().next());
+    assert!(
+        wait_until(DEADLINE, || {
+            connect(daemon.http)
+                .ok()
+                .and_then(|s| {
+                    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+                    let mut w = &s;
+                    w.write_all(
+                        b"GET /_clace/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    )
+                    .ok()?;
+                    read_response(s.try_clone().ok()?, false).ok()
+                })
+                .is_some_and(|r| r.status == 200)
+        }),
+        "a place freed by a closed connection is taken again"
     );
 }

@@ -20,6 +20,10 @@
 //! - [`keeper`]: keeps each actor alive across panics (restart with
 //!   backoff, `failed` after too many in a row), and the panic hook.
 //! - [`health`]: the shared table of actor states.
+//! - [`limits`]: what one client may cost (head size, static bodies,
+//!   connections per IP) and the count of refusals.
+//! - [`logonce`]: warnings caused by requests, at most once per cause per
+//!   minute.
 //! - [`messages`]: every message the actors exchange.
 //!
 //! # Invariants
@@ -38,7 +42,9 @@ pub mod certs;
 pub mod fault;
 pub mod health;
 pub mod keeper;
+pub mod limits;
 pub mod listener;
+pub mod logonce;
 pub mod messages;
 pub mod metrics;
 pub mod router;

@@ -32,6 +32,9 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// Concurrent connections per worker thread.
     pub max_connections_per_worker: usize,
+    /// TLS handshakes in flight per worker thread (`[limits]`; actix-tls
+    /// keeps one process-wide value, set when the HTTPS server starts).
+    pub max_handshakes_per_worker: usize,
     /// In-flight requests get this long to finish on a graceful stop.
     pub graceful_timeout: Duration,
 }
@@ -43,6 +46,7 @@ impl Default for Limits {
             keep_alive: Duration::from_secs(75),
             tls_handshake_timeout: Duration::from_secs(10),
             max_connections_per_worker: 10_000,
+            max_handshakes_per_worker: 256,
             graceful_timeout: Duration::from_secs(30),
         }
     }
@@ -144,10 +148,12 @@ impl Listener {
                 // delayed ACK (40 ms per request on keep-alive connections).
                 .tcp_nodelay(true)
                 .max_connections(limits.max_connections_per_worker);
+            let state = Arc::clone(&self.router);
+            let builder = builder.on_connect(move |conn, ext| on_connect(&state, conn, ext));
             match &self.tls {
                 Some(tls) => builder
-                    .on_connect(router::mark_acme_tls)
                     .tls_handshake_timeout(limits.tls_handshake_timeout)
+                    .max_connection_rate(limits.max_handshakes_per_worker)
                     .listen_rustls_0_23(sock, (**tls).clone()),
                 None => builder.listen(sock),
             }
@@ -197,6 +203,22 @@ impl Listener {
             actix_rt::spawn(handle.stop(true));
         }
     }
+}
+
+/// Every new connection, HTTP or HTTPS (after its handshake): the
+/// `acme-tls/1` mark, then the per-IP bound.
+fn on_connect(state: &RouterState, conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    type Tcp = actix_web::rt::net::TcpStream;
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<Tcp>;
+    router::mark_acme_tls(conn, ext);
+    let tcp = match (conn.downcast_ref::<Tcp>(), conn.downcast_ref::<Tls>()) {
+        (Some(tcp), _) => tcp,
+        (None, Some(tls)) => tls.get_ref().0,
+        (None, None) => return,
+    };
+    let peer = tcp.peer_addr().ok().map(|a| a.ip());
+    let conn = crate::limits::Conn(socket2::SockRef::from(tcp));
+    (state.limits).on_connect(peer, conn, ext, &state.admin.metrics.refused);
 }
 
 /// Restart backoff after failures: 0, 0.1 s, 0.2 s, 0.4 s ... at most 30 s.

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub acme_orders_failed: AtomicU64,
     /// Managed name -> Unix time of its next order or renewal.
     acme_next: Mutex<BTreeMap<String, i64>>,
+    /// Requests and connections refused by a limit (`clace_refused_total`).
+    pub refused: crate::limits::Refused,
 }
 
 impl Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
                 health.restarts(actor)
             );
         }
+        self.refused.render(&mut out);
         out
     }
 }

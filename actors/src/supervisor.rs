@@ -73,6 +73,10 @@ pub struct Daemon {
 impl Daemon {
     /// Starts every actor; call inside an actix system.
     pub fn start(settings: &Settings, bound: Bound, limits: Limits) -> Result<Daemon, StartError> {
+        let limits = Limits {
+            max_handshakes_per_worker: settings.limits.max_handshakes_per_worker,
+            ..limits
+        };
         keeper::install_panic_hook();
         let health = Arc::new(Health::new());
         let metrics = Arc::new(Metrics::default());
@@ -150,6 +154,7 @@ impl Daemon {
             settings.http.redirect_to_https,
             admin,
         ));
+        router.limits.set(&settings.limits);
         let admin_socket = bound.admin.and_then(|socket| {
             crate::admin_socket::serve(socket, Arc::clone(&router))
                 .map_err(
@@ -285,6 +290,13 @@ impl Daemon {
                     (self.settings.http.host, self.settings.http.port) = (host, port);
                 }
             }
+        }
+        if old.limits != new.limits {
+            // The head and per-IP bounds apply to the next request and
+            // connection; the handshake bound at the next HTTPS restart.
+            self.router.limits.set(&new.limits);
+            self.limits.max_handshakes_per_worker = new.limits.max_handshakes_per_worker;
+            log::info!(target: "clace::supervisor", "request limits updated");
         }
         if old.admin != new.admin {
             self.router

@@ -25,6 +25,8 @@ pub struct RouterState {
     /// The bound HTTPS port for redirects; 0 while HTTPS is not listening.
     pub https_port: AtomicU32,
     pub admin: Admin,
+    /// `[limits]`, read by every request and connection.
+    pub limits: crate::limits::RequestLimits,
 }
 
 impl RouterState {
@@ -34,6 +36,7 @@ impl RouterState {
             redirect_to_https: AtomicBool::new(redirect_to_https),
             https_port: AtomicU32::new(0),
             admin,
+            limits: crate::limits::RequestLimits::default(),
         }
     }
 }
@@ -105,6 +108,9 @@ async fn handle(
         // A TLS-ALPN-01 connection carries no HTTP: refuse and close.
         return HttpResponse::MisdirectedRequest().force_close().finish();
     }
+    if let Some(refusal) = state.limits.check_head(&req, &state.admin.metrics.refused) {
+        return refusal;
+    }
     let path = req.path();
     if path == "/_clace" || path.starts_with("/_clace/") {
         return state.admin.handle(&req).await;
@@ -124,6 +130,12 @@ async fn handle(
     };
     match &route.target {
         RouteTarget::Static(root) => {
+            let refused = &state.admin.metrics.refused;
+            if let Some(refusal) =
+                crate::limits::static_body(&req, body, route.max_body, refused).await
+            {
+                return refusal;
+            }
             let rest = routes::strip_prefix(route, path);
             static_files::serve(&req, root, rest).await
         }

@@ -262,7 +262,7 @@ fn websocket_client_vanishing_ends_the_upstream_connection() {
 #[test]
 fn websocket_idle_timeout_closes_a_silent_connection() {
     let upstream = WsUpstream::start();
-    let (_clace, daemon) = proxy_route(&upstream.url(), "idle_timeout = 1\n");
+    let (_clace, mut daemon) = proxy_route(&upstream.url(), "idle_timeout = 1\n");
     let mut ws = ws::connect(daemon.http, "/ws");
     ws::send(&mut ws, Message::text("one"));
     assert_eq!(ws::read(&mut ws), Message::text("one"));
@@ -287,13 +287,14 @@ fn websocket_idle_timeout_closes_a_silent_connection() {
         "the upstream's side closed too: {:?}",
         upstream.events_of(0)
     );
-    daemon_logs_idle(&daemon.proc.stderr());
-}
-
-fn daemon_logs_idle(stderr: &str) {
+    // Whichever direction's timer ends the tunnel, the log says why, with
+    // the route and upstream.
+    let line = daemon
+        .proc
+        .wait_for_line("idle_timeout", Duration::from_secs(3));
     assert!(
-        stderr.contains("idle_timeout"),
-        "the daemon logs why the WebSocket was closed; stderr:\n{stderr}"
+        line.contains(&format!("route / -> {}", upstream.url())),
+        "the idle close is logged with the route and upstream: {line}"
     );
 }
 

@@ -6,10 +6,11 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use super::proxy_route;
+use super::{proxy_route, read_head, write_now, RawUpstream};
 use crate::tls_util::World;
 use crate::util::ws::{
-    self, CloseCode, CloseFrame, Event, Message, WebSocket, WsUpstream, CLOSE_ME, UPSTREAM_BYE,
+    self, CloseCode, CloseFrame, Event, Message, WebSocket, WsUpstream, CLOSE_ME, DROP_ME,
+    UPSTREAM_BYE,
 };
 use crate::util::{toml_str, wait_until, DEADLINE};
 
@@ -257,6 +258,62 @@ fn websocket_client_vanishing_ends_the_upstream_connection() {
         upstream.events_of(0)
     );
     eprintln!("upstream saw the end after {:?}", started.elapsed());
+}
+
+#[test]
+fn websocket_upstream_vanishing_ends_the_client_connection() {
+    let upstream = WsUpstream::start();
+    let (_clace, daemon) = proxy_route(&upstream.url(), "");
+    let mut ws = ws::connect(daemon.http, "/ws");
+    ws::send(&mut ws, Message::text("one"));
+    assert_eq!(ws::read(&mut ws), Message::text("one"));
+    // The upstream drops its TCP connection, no close frame.
+    ws::send(&mut ws, Message::text(DROP_ME));
+    let started = Instant::now();
+    let ending = ws::read_to_end(&mut ws, DEADLINE)
+        .expect("the client's connection ends when the upstream's does");
+    eprintln!(
+        "the client saw the end {:?} after the upstream dropped ({})",
+        ending.at - started,
+        ending.error
+    );
+    assert!(
+        ending.close.is_none(),
+        "no close frame was sent: {ending:?}"
+    );
+    assert!(upstream.ended(0));
+}
+
+#[test]
+fn a_websocket_handshake_the_upstream_refuses_gets_its_answer() {
+    // The upstream answers the upgrade with a plain 403.
+    let upstream = RawUpstream::start(|_, mut sock| {
+        if read_head(&mut sock).ok().flatten().is_none() {
+            return;
+        }
+        let _ = write_now(
+            &mut sock,
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\nContent-Type: text/plain\r\n\r\nno socket",
+        );
+    });
+    let (_clace, daemon) = proxy_route(&upstream.url(), "");
+    let sock = std::net::TcpStream::connect(daemon.http).expect("connect");
+    sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    match tungstenite::client(format!("ws://{}/ws", daemon.http), sock) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            assert_eq!(resp.status().as_u16(), 403);
+            assert_eq!(
+                resp.body().as_deref(),
+                Some(&b"no socket"[..]),
+                "the upstream's body comes back"
+            );
+        }
+        Err(e) => panic!("expected the upstream's 403, got {e}"),
+        Ok((_, resp)) => panic!("the handshake cannot succeed: {resp:?}"),
+    }
+    // The daemon still serves.
+    let resp = crate::util::http::get(daemon.http, "/_clace/health");
+    assert_eq!(resp.status, 200);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //!
 //! The echo upstream answers every text or binary message with the same
 //! message, answers pings with pongs (tungstenite does), and on the text
-//! message [`CLOSE_ME`] starts the closing handshake itself. Every thread it
+//! message [`CLOSE_ME`] starts the closing handshake itself; on [`DROP_ME`]
+//! it drops the connection without one. Every thread it
 //! starts ends when it is dropped (connections are polled for a stop flag).
 
 use std::io::{self, Read, Write};
@@ -27,6 +28,9 @@ use tungstenite::handshake::HandshakeError;
 pub const CLOSE_ME: &str = "please close";
 /// The reason of the upstream's close frame.
 pub const UPSTREAM_BYE: &str = "bye from upstream";
+/// The text message on which the echo upstream drops the TCP connection
+/// without a close frame.
+pub const DROP_ME: &str = "please vanish";
 
 /// How often an upstream connection looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -235,6 +239,11 @@ fn echo(id: usize, conn: TcpStream, events: &Mutex<Vec<Tagged>>, stop: &AtomicBo
                         return;
                     }
                 }
+            }
+            Ok(Message::Text(t)) if t.as_str() == DROP_ME => {
+                let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+                record(Event::Ended("dropped".into()));
+                return;
             }
             Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
                 record(Event::Data {

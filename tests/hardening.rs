@@ -374,3 +374,26 @@ fn connections_over_the_per_ip_bound_are_closed_while_the_others_stay_open() {
         "a place freed by a closed connection is taken again"
     );
 }
+
+#[test]
+fn a_static_root_gone_bad_is_logged_once_a_minute_not_once_a_request() {
+    let clace = Clace::new();
+    let site = clace.root().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    clace.write_config(&config_with(&format!(
+        "[[route]]\npath = \"/\"\nstatic = {}\n",
+        toml_path(&site)
+    )));
+    let mut daemon = clace.serve();
+    std::fs::remove_dir(&site).unwrap();
+    for _ in 0..50 {
+        assert_eq!(get(daemon.http, "/a.txt").status, 404);
+    }
+    // Every request has been answered, so every warning has been written;
+    // a line logged after them tells that the reader has seen them all.
+    daemon.proc.signal(Signal::SIGUSR1);
+    daemon.proc.wait_for_line("SIGUSR1", DEADLINE);
+    let lines = daemon.proc.stderr_lines();
+    let warnings = lines.iter().filter(|l| l.contains("is not usable")).count();
+    assert_eq!(warnings, 1, "{lines:#?}");
+}

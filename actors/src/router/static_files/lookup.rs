@@ -60,7 +60,12 @@ fn lookup_beneath(root: &Path, relative: &Path, slash: bool) -> Option<Lookup> {
     let root_fd = match rustix::fs::open(root, dir_flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(err) => {
-            log::warn!("static root {} is not usable: {err}", root.display());
+            // Once a minute per root: every request would log it again.
+            crate::logonce::warn(
+                module_path!(),
+                &format!("static root {}", root.display()),
+                &format!("static root {} is not usable: {err}", root.display()),
+            );
             return Some(Lookup::NotFound);
         }
     };
@@ -126,7 +131,12 @@ fn lookup_canonical(root: &Path, relative: &Path, slash: bool) -> Lookup {
     let canonical_root = match root.canonicalize() {
         Ok(root) => root,
         Err(err) => {
-            log::warn!("static root {} is not usable: {err}", root.display());
+            // Once a minute per root: every request would log it again.
+            crate::logonce::warn(
+                module_path!(),
+                &format!("static root {}", root.display()),
+                &format!("static root {} is not usable: {err}", root.display()),
+            );
             return Lookup::NotFound;
         }
     };
@@ -215,7 +225,13 @@ pub(super) fn io_failure(path: &Path, err: &io::Error) -> Lookup {
         // so what is left (a symbolic link loop, an I/O error) is a fault
         // of the site or the disk that the operator should see.
         _ => {
-            log::warn!("static lookup of {} failed: {err}", path.display());
+            // Once a minute per kind of error (the path comes from the
+            // request, so it is in the message, not in the cause).
+            crate::logonce::warn(
+                module_path!(),
+                &format!("static lookup {:?}", err.kind()),
+                &format!("static lookup of {} failed: {err}", path.display()),
+            );
             Lookup::Failed
         }
     }

@@ -320,7 +320,9 @@ fn classify(
     )
 }
 
-/// The first error of type `T` in `e`'s source chain.
+/// The first error of type `T` in `e`'s source chain. An `io::Error`
+/// wrapping another error (hyper-rustls wraps rustls' that way) is looked
+/// into: its `source()` skips the wrapped error itself.
 fn find<'a, T: std::error::Error + 'static>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
@@ -329,7 +331,14 @@ fn find<'a, T: std::error::Error + 'static>(
         if let Some(t) = err.downcast_ref::<T>() {
             return Some(t);
         }
-        current = err.source();
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(t) = inner.and_then(|i| i.downcast_ref::<T>()) {
+            return Some(t);
+        }
+        current = inner.or_else(|| err.source());
     }
     None
 }

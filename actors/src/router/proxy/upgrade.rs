@@ -23,18 +23,23 @@ use futures_util::{Stream, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// The time of the last byte either way, shared by the two directions.
+/// The time of the last byte either way, shared by the two directions,
+/// and whether the idle close was logged (by the first side to see it).
 #[derive(Clone)]
-struct Activity(Rc<Cell<Instant>>);
+struct Activity(Rc<(Cell<Instant>, Cell<bool>)>);
 
 impl Activity {
     fn touch(&self) {
-        self.0.set(Instant::now());
+        self.0 .0.set(Instant::now());
     }
 
-    /// Whether nothing moved either way for `idle`.
-    fn silent_for(&self, idle: Duration) -> bool {
-        self.0.get().elapsed() >= idle
+    /// Whether nothing moved either way for `idle`; logged once.
+    fn silent_for(&self, idle: Duration, label: &str) -> bool {
+        let silent = self.0 .0.get().elapsed() >= idle;
+        if silent && !self.0 .1.replace(true) {
+            log::info!(target: super::TARGET, "{label}: WebSocket silent for {}s (idle_timeout); closed", idle.as_secs());
+        }
+        silent
     }
 }
 
@@ -47,7 +52,7 @@ pub fn tunnel(
     label: Rc<str>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     let (up_read, mut up_write) = tokio::io::split(TokioIo::new(upgraded));
-    let activity = Activity(Rc::new(Cell::new(Instant::now())));
+    let activity = Activity(Rc::new((Cell::new(Instant::now()), Cell::new(false))));
 
     // Client -> upstream.
     let client_side = activity.clone();
@@ -63,10 +68,7 @@ pub fn tunnel(
                 }
                 // The client closed (or broke): the upstream sees the end.
                 Ok(Some(Err(_)) | None) => break,
-                Err(_) if client_side.silent_for(idle) => {
-                    log::info!(target: super::TARGET, "{client_label}: WebSocket silent for {}s (idle_timeout); closed", idle.as_secs());
-                    break;
-                }
+                Err(_) if client_side.silent_for(idle, &client_label) => break,
                 Err(_) => {}
             }
         }
@@ -76,6 +78,7 @@ pub fn tunnel(
     // Upstream -> client.
     futures_util::stream::unfold(Some(up_read), move |state| {
         let activity = activity.clone();
+        let label = Rc::clone(&label);
         async move {
             let mut up_read = state?;
             let mut buf = vec![0u8; 16 * 1024];
@@ -88,7 +91,7 @@ pub fn tunnel(
                         return Some((Ok(Bytes::from(buf)), Some(up_read)));
                     }
                     Ok(Err(e)) => return Some((Err(e), None)),
-                    Err(_) if activity.silent_for(idle) => return None,
+                    Err(_) if activity.silent_for(idle, &label) => return None,
                     Err(_) => {}
                 }
             }

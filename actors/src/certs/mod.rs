@@ -9,6 +9,8 @@ pub mod pair;
 pub mod resolver;
 pub mod selfsigned;
 pub mod snapshot;
+#[cfg(test)]
+mod snapshot_prop;
 
 /// Now, as Unix seconds (what validity checks compare against). A clock
 /// before 1970 (never on a working host) counts as 1970, which only makes

@@ -7,6 +7,8 @@
 
 mod check;
 mod expand;
+#[cfg(test)]
+mod prop;
 mod raw;
 
 use std::collections::HashMap;

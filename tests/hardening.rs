@@ -431,3 +431,123 @@ fn a_thousand_idle_connections_leave_a_normal_request_served_within_a_second() {
     assert!(took < Duration::from_secs(1), "{n} idle: {took:?}");
     drop(idle);
 }
+
+/// A small deterministic generator (xorshift64*): a failing case is
+/// replayed with the seed the test prints.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A modern ClientHello (TLS 1.3 and 1.2, h2 and http/1.1), as rustls
+/// sends it.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn random_bytes_and_truncated_client_hellos_leave_both_ports_serving() {
+    let world = World::with_certs();
+    world.configure("", "", "");
+    let mut daemon = world.serve_ready();
+    let cases: usize = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let seed = std::env::var("CLACE_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_c1ac_e000_0011u64);
+    eprintln!("random inputs: {cases} cases, CLACE_FUZZ_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let hello = client_hello("localhost");
+    let request =
+        b"GET /_clace/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello";
+    for case in 0..cases {
+        let tls = rng.below(2) == 0;
+        let addr = if tls { daemon.https } else { daemon.http };
+        let base: &[u8] = if tls { &hello } else { request };
+        let bytes = match rng.below(5) {
+            // Anything at all.
+            0 => {
+                let n = rng.below(3000);
+                rng.bytes(n)
+            }
+            // The real thing cut short.
+            1 => base[..rng.below(base.len())].to_vec(),
+            // The real thing with a few bytes changed.
+            2 => {
+                let mut b = base.to_vec();
+                for _ in 0..=rng.below(8) {
+                    let i = rng.below(b.len());
+                    b[i] = rng.next() as u8;
+                }
+                b
+            }
+            // The real thing, then garbage.
+            3 => {
+                let mut b = base.to_vec();
+                let n = rng.below(2000);
+                b.extend(rng.bytes(n));
+                b
+            }
+            // The other port's protocol.
+            _ => {
+                if tls {
+                    request.to_vec()
+                } else {
+                    hello.clone()
+                }
+            }
+        };
+        let Ok(mut stream) = connect(addr) else {
+            panic!(
+                "case {case}: cannot connect; stderr:\n{}",
+                daemon.proc.stderr()
+            );
+        };
+        let _ = stream.write_all(&bytes);
+        if rng.below(2) == 0 {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        // Read a little of the answer, if any, without waiting on a server
+        // that (rightly) waits for the rest.
+        stream
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let mut sink = [0u8; 4096];
+        let _ = stream.read(&mut sink);
+    }
+    assert!(daemon.proc.is_running(), "{}", daemon.proc.stderr());
+    assert_eq!(get(daemon.http, "/_clace/health").status, 200);
+    assert_eq!(https_get(daemon.https, "/_clace/health").status, 200);
+    let stderr = daemon.proc.stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

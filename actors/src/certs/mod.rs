@@ -6,6 +6,8 @@ pub mod atomic;
 pub mod inventory;
 pub mod names;
 pub mod pair;
+#[cfg(test)]
+mod pair_prop;
 pub mod resolver;
 pub mod selfsigned;
 pub mod snapshot;

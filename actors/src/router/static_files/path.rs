@@ -88,6 +88,10 @@ fn hex_value(byte: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
+#[path = "path_prop.rs"]
+mod prop;
+
+#[cfg(test)]
 mod tests {
     // Tests may unwrap: a failure is a test failure.
     #![allow(clippy::unwrap_used)]

@@ -551,3 +551,47 @@ fn random_bytes_and_truncated_client_hellos_leave_both_ports_serving() {
     let stderr = daemon.proc.stderr();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn the_per_ip_bound_counts_https_connections_once_their_handshake_is_done() {
+    let world = World::with_certs();
+    world.configure("", "", "[limits]\nmax_conns_per_ip = 2\n");
+    let daemon = world.serve_ready();
+    let home = world.clace.cl_home();
+    assert!(wait_until(DEADLINE, || refused(home, "per_ip") == 0.0));
+    // The health checks of serve_ready() may still hold their places for an
+    // instant: two connections that answer a keep-alive request, kept.
+    let ask = |stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        stream
+            .write_all(b"GET /_clace/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
+        read_response_from(BufReader::new(stream), false).ok()
+    };
+    let mut keep = Vec::new();
+    assert!(wait_until(DEADLINE, || {
+        if let Ok(mut h) = handshake(daemon.https, Some("localhost")) {
+            if ask(&mut h.stream).is_some_and(|r| r.status == 200) {
+                keep.push(h.stream);
+            }
+        }
+        keep.len() == 2
+    }));
+    // The third completes its handshake, then is closed unanswered.
+    let third = handshake(daemon.https, Some("localhost"));
+    let answered = third.and_then(|h| {
+        h.http1(b"GET /_clace/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .map_err(|e| e.to_string())
+    });
+    assert!(answered.is_err(), "the third connection was served");
+    assert!(refused(home, "per_ip") >= 1.0);
+    // The plain listener counts against the same bound.
+    let mut plain = connect(daemon.http).unwrap();
+    assert!(
+        closed_by_peer(&mut plain),
+        "an HTTP connection over the bound"
+    );
+    for mut stream in keep {
+        let resp = ask(&mut stream).map(|r| r.status);
+        assert_eq!(resp, Some(200), "the first two are served");
+    }
+}

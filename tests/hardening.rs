@@ -595,3 +595,52 @@ fn the_per_ip_bound_counts_https_connections_once_their_handshake_is_done() {
         assert_eq!(resp, Some(200), "the first two are served");
     }
 }
+
+#[test]
+fn a_half_open_handshake_flood_from_one_ip_leaves_others_served() {
+    let world = World::with_certs();
+    // HTTPS on both families: the flood comes from ::1, the others from
+    // 127.0.0.1, two client addresses on any machine. Few handshake slots,
+    // so that the flood would take them all without the per-IP bound.
+    world.clace.write_config(&format!(
+        "[http]\nhost = \"127.0.0.1\"\nport = 0\n\n\
+         [https]\nhost = \"::\"\nport = 0\ncert_location = {}\n\n\
+         [limits]\nmax_conns_per_ip = 8\nmax_handshakes_per_worker = 16\n",
+        toml_path(&world.certs)
+    ));
+    let mut proc = world.clace.spawn(&["serve"]);
+    let https = proc.listening_addr("https");
+    let port = https.port();
+    let v4: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let v6: std::net::SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
+    let home = world.clace.cl_home();
+    assert!(wait_until(DEADLINE, || handshake(v4, Some("localhost")).is_ok()));
+
+    // A ClientHello that never ends, on 300 connections from ::1.
+    let flood: Vec<TcpStream> = (0..300)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(v6).ok()?;
+            s.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4])
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(flood.len(), 300);
+    assert!(
+        wait_until(DEADLINE, || refused(home, "per_ip") >= 1.0),
+        "the flood is refused past the bound"
+    );
+    let started = std::time::Instant::now();
+    let served = handshake(v4, Some("localhost"));
+    let took = started.elapsed();
+    assert!(served.is_ok(), "{:?}", served.err());
+    assert!(took < Duration::from_secs(1), "a handshake took {took:?}");
+    let resp = served
+        .unwrap()
+        .http1(b"GET /_clace/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    // The flood ends: ::1 gets its places back.
+    drop(flood);
+    assert!(wait_until(DEADLINE, || handshake(v6, Some("localhost")).is_ok()));
+}

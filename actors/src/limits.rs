@@ -8,13 +8,12 @@
 //! actix-http's own 128 KiB never gets this far: actix-http refuses it
 //! itself (431) and closes the connection.
 //!
-//! The per-IP bound counts connections from the listener's `on_connect`
-//! hook (after the TLS handshake on HTTPS: actix-web calls it with the
-//! established stream; the handshakes in flight are bounded per worker by
-//! `max_handshakes_per_worker`). A connection over the bound is shut down
-//! there, before any request is read from it; every other one carries a
-//! guard in its extensions that gives its place back when the connection
-//! ends.
+//! The per-IP bound counts a connection as it is accepted: on HTTPS before
+//! the TLS handshake (a service in front of the TLS acceptor, whose call
+//! lasts as long as the connection, holds the guard), so that one address
+//! cannot hold every handshake slot of a worker; on HTTP from the listener's
+//! `on_connect` hook, with the guard in the connection's extensions. A
+//! connection over the bound is closed before anything is read from it.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -156,23 +155,21 @@ impl RequestLimits {
         None
     }
 
-    /// The listener's `on_connect` part: counts the connection against its
-    /// client's IP, or shuts it down when that IP is at the bound.
-    pub fn on_connect(
+    /// Whether a new connection from `peer` may go on: `Ok(Some(guard))`
+    /// counts it until the guard is dropped with the connection, `Ok(None)`
+    /// when there is no bound (or no peer address), `Err` when its IP is at
+    /// the bound (counted as a refusal, logged once a minute).
+    pub fn admit(
         &self,
         peer: Option<IpAddr>,
-        conn: Conn<'_>,
-        ext: &mut Extensions,
         refused: &Refused,
-    ) {
+    ) -> Result<Option<PerIpGuard>, OverBound> {
         let max = self.max_conns_per_ip.load(Ordering::Relaxed);
         let Some(ip) = peer.filter(|_| max > 0) else {
-            return;
+            return Ok(None);
         };
         match PerIp::enter(&self.per_ip, ip.to_canonical(), max) {
-            Some(guard) => {
-                ext.insert(guard);
-            }
+            Some(guard) => Ok(Some(guard)),
             None => {
                 refused.count(Refusal::PerIp);
                 crate::logonce::warn(
@@ -180,8 +177,26 @@ impl RequestLimits {
                     "per_ip",
                     &format!("connections from {ip} over max_conns_per_ip ({max}): closed"),
                 );
-                conn.shut_down();
+                Err(OverBound)
             }
+        }
+    }
+
+    /// The HTTP listener's `on_connect` part: [`Self::admit`], keeping the
+    /// guard in the connection's extensions, or shutting the socket down.
+    pub fn on_connect(
+        &self,
+        peer: Option<IpAddr>,
+        conn: Conn<'_>,
+        ext: &mut Extensions,
+        refused: &Refused,
+    ) {
+        match self.admit(peer, refused) {
+            Ok(Some(guard)) => {
+                ext.insert(guard);
+            }
+            Ok(None) => {}
+            Err(OverBound) => conn.shut_down(),
         }
     }
 
@@ -190,6 +205,10 @@ impl RequestLimits {
         self.per_ip.get(ip.to_canonical())
     }
 }
+
+/// A connection over `max_conns_per_ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBound;
 
 /// The socket of a new connection, to shut down one over the per-IP bound.
 pub struct Conn<'a>(pub socket2::SockRef<'a>);

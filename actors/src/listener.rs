@@ -133,33 +133,33 @@ impl Listener {
     fn start_server(&mut self, ctx: &mut Context<Self>) {
         let Some(socket) = &self.socket else { return };
         let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
-        let server = socket.try_clone().and_then(|sock| {
-            let router = Arc::clone(&self.router);
-            let scheme = self.scheme;
-            let limits = self.limits;
-            let builder = HttpServer::new(move || router::app(Arc::clone(&router), scheme))
-                .workers(self.workers)
-                .disable_signals()
-                .shutdown_timeout(limits.graceful_timeout.as_secs())
-                .client_request_timeout(limits.request_header_timeout)
-                .keep_alive(limits.keep_alive)
-                // A response head and body go out as separate TLS records:
-                // without this, Nagle holds the second one for the client's
-                // delayed ACK (40 ms per request on keep-alive connections).
-                .tcp_nodelay(true)
-                .max_connections(limits.max_connections_per_worker);
-            let state = Arc::clone(&self.router);
-            let builder = builder.on_connect(move |conn, ext| on_connect(&state, conn, ext));
-            match &self.tls {
-                Some(tls) => builder
-                    .tls_handshake_timeout(limits.tls_handshake_timeout)
-                    .max_connection_rate(limits.max_handshakes_per_worker)
-                    .listen_rustls_0_23(sock, (**tls).clone()),
-                None => builder.listen(sock),
+        let server = socket.try_clone().and_then(|sock| match &self.tls {
+            Some(tls) => https_server(
+                sock,
+                (**tls).clone(),
+                Arc::clone(&self.router),
+                self.limits,
+                self.workers,
+            ),
+            None => {
+                let router = Arc::clone(&self.router);
+                let limits = self.limits;
+                let state = Arc::clone(&self.router);
+                HttpServer::new(move || router::app(Arc::clone(&router), Scheme::Http))
+                    .workers(self.workers)
+                    .disable_signals()
+                    .shutdown_timeout(limits.graceful_timeout.as_secs())
+                    .client_request_timeout(limits.request_header_timeout)
+                    .keep_alive(limits.keep_alive)
+                    .tcp_nodelay(true)
+                    .max_connections(limits.max_connections_per_worker)
+                    .on_connect(move |conn, ext| on_connect(&state, conn, ext))
+                    .listen(sock)
+                    .map(HttpServer::run)
             }
         });
         let server = match server {
-            Ok(s) => s.run(),
+            Ok(s) => s,
             Err(e) => {
                 log::error!(target: self.target(), "cannot start the {} server on port {port}: {e}", self.name.as_str());
                 self.failures += 1;
@@ -205,20 +205,107 @@ impl Listener {
     }
 }
 
-/// Every new connection, HTTP or HTTPS (after its handshake): the
-/// `acme-tls/1` mark, then the per-IP bound.
+type Tcp = actix_web::rt::net::TcpStream;
+type Tls = actix_tls::accept::rustls_0_23::TlsStream<Tcp>;
+
+/// Every new connection, HTTP or HTTPS (after its handshake): its local
+/// address and the `acme-tls/1` mark; on HTTP the per-IP bound too (HTTPS
+/// counts it before the handshake, see [`https_server`]).
 fn on_connect(state: &RouterState, conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-    type Tcp = actix_web::rt::net::TcpStream;
-    type Tls = actix_tls::accept::rustls_0_23::TlsStream<Tcp>;
     router::mark_acme_tls(conn, ext);
-    let tcp = match (conn.downcast_ref::<Tcp>(), conn.downcast_ref::<Tls>()) {
-        (Some(tcp), _) => tcp,
-        (None, Some(tls)) => tls.get_ref().0,
+    let (tcp, plain) = match (conn.downcast_ref::<Tcp>(), conn.downcast_ref::<Tls>()) {
+        (Some(tcp), _) => (tcp, true),
+        (None, Some(tls)) => (tls.get_ref().0, false),
         (None, None) => return,
     };
-    let peer = tcp.peer_addr().ok().map(|a| a.ip());
-    let conn = crate::limits::Conn(socket2::SockRef::from(tcp));
-    (state.limits).on_connect(peer, conn, ext, &state.admin.metrics.refused);
+    if let Ok(local) = tcp.local_addr() {
+        ext.insert(router::admin::LocalAddr(local));
+    }
+    if plain {
+        let peer = tcp.peer_addr().ok().map(|a| a.ip());
+        let conn = crate::limits::Conn(socket2::SockRef::from(tcp));
+        (state.limits).on_connect(peer, conn, ext, &state.admin.metrics.refused);
+    }
+}
+
+/// The HTTPS server: what actix-web's `HttpServer::listen_rustls_0_23`
+/// builds (the same HTTP service settings, the acceptor with its handshake
+/// timeout, the graceful-shutdown signal), with one step in front of the
+/// TLS acceptor: the per-IP bound, counted as the connection is accepted
+/// and given back when its service call (handshake and every request)
+/// ends. `HttpServer` has no place for that step, and `on_connect` runs
+/// only once the handshake is done, too late to keep one address from
+/// holding every handshake slot of a worker.
+fn https_server(
+    sock: TcpListener,
+    tls: rustls::ServerConfig,
+    router: Arc<RouterState>,
+    limits: Limits,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    use actix_service::{IntoServiceFactory as _, Service as _, ServiceFactoryExt as _};
+
+    // One value for the process (actix-tls keeps it in a static), read by
+    // each worker's acceptor.
+    actix_tls::accept::max_concurrent_tls_connect(limits.max_handshakes_per_worker);
+    let builder = actix_server::Server::build();
+    let graceful = builder.graceful_shutdown_signal();
+    let builder = builder
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(limits.graceful_timeout.as_secs())
+        .max_concurrent_connections(limits.max_connections_per_worker);
+    let server = builder.listen("clace-https", sock, move || {
+        let graceful = graceful.clone();
+        let state = Arc::clone(&router);
+        let app = router::app(Arc::clone(&router), Scheme::Https)
+            .into_factory()
+            .map_err(|err| err.error_response());
+        let http = actix_http::HttpService::build()
+            .graceful_shutdown_signal(move || {
+                let signal = graceful.clone();
+                async move { signal.notified().await }
+            })
+            .keep_alive(limits.keep_alive)
+            .client_request_timeout(limits.request_header_timeout)
+            // A response head and body go out as separate TLS records:
+            // without this, Nagle holds the second one for the client's
+            // delayed ACK (40 ms per request on keep-alive connections).
+            .tcp_nodelay(true)
+            .on_connect_ext({
+                let state = Arc::clone(&state);
+                move |io: &Tls, ext: &mut actix_web::dev::Extensions| {
+                    on_connect(&state, io as &dyn std::any::Any, ext)
+                }
+            })
+            // The application reads no part of its config (the admin
+            // endpoints take the local address from `on_connect`).
+            .finish(actix_service::map_config(app, |_| {
+                actix_web::dev::AppConfig::default()
+            }))
+            .rustls_0_23_with_config(
+                tls.clone(),
+                actix_http::TlsAcceptorConfig::default()
+                    .handshake_timeout(limits.tls_handshake_timeout),
+            );
+        actix_service::apply_fn_factory(http, move |io: Tcp, service| {
+            let peer = io.peer_addr().ok().map(|a| a.ip());
+            let admitted = state.limits.admit(peer, &state.admin.metrics.refused);
+            // Over the bound: `io` is dropped here, which closes it.
+            let call = admitted.map(|guard| (guard, service.call(io)));
+            async move {
+                match call {
+                    Ok((guard, call)) => {
+                        let result = call.await;
+                        drop(guard);
+                        result
+                    }
+                    Err(_) => Ok(()),
+                }
+            }
+        })
+    })?;
+    Ok(server.run())
 }
 
 /// Restart backoff after failures: 0, 0.1 s, 0.2 s, 0.4 s ... at most 30 s.

@@ -46,6 +46,11 @@ pub struct Admin {
 #[derive(Debug, Clone, Copy)]
 pub struct SocketPeer;
 
+/// The local address of a listener's connection, set by its `on_connect`
+/// hook (the HTTPS server's application config does not carry it).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub std::net::SocketAddr);
+
 /// Where the certificates are: `cert_location` and the ACME certificates
 /// under `storage_location`.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,7 +256,11 @@ fn from_this_host(req: &HttpRequest) -> bool {
     if peer.is_loopback() {
         return true;
     }
-    let local = req.app_config().local_addr().ip().to_canonical();
+    let local = req
+        .conn_data::<LocalAddr>()
+        .map_or_else(|| req.app_config().local_addr(), |l| l.0)
+        .ip()
+        .to_canonical();
     !local.is_unspecified() && local == peer
 }
 

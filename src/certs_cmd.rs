@@ -5,9 +5,9 @@
 use std::process::ExitCode;
 
 use clace_actors::acme::AcmeSettings;
+use clace_actors::certs::inventory::read_folder;
 use clace_actors::certs::inventory::{self, CertInfo};
 use clace_actors::certs::pair::Source;
-use clace_actors::certs::store::read_folder;
 
 use crate::config::Loaded;
 

@@ -2,18 +2,25 @@
 //!
 //! # Code map
 //!
+//! The actors, each a module of its own: [`listener`] (HTTP and HTTPS),
+//! [`certstore`], [`watcher`], [`acme`] (the issuer), and [`supervisor`],
+//! the daemon that starts them and restarts them one at a time.
+//!
 //! - [`settings`]: the checked settings the actors run on (made by the binary
 //!   from the configuration file).
 //! - [`supervisor`]: starts the actors in order, restarts one that stops
 //!   (with backoff) or is asked to restart, and stops them all gracefully.
 //! - [`listener`]: the HTTP and HTTPS listener actors; each owns one
 //!   actix-web server and the socket it was bound on.
+//! - [`certstore`]: the cert store actor: owns every pair (files, ACME,
+//!   challenges) and publishes the snapshot.
 //! - [`router`]: the request handling both listeners share: routes
 //!   (static files, reverse proxy), redirects and the `/_clace/` endpoints.
 //! - [`admin_socket`]: the `/_clace/` endpoints on `$CL_HOME/run/clace.sock`
 //!   (mode 0600), whose peers are trusted.
-//! - [`certs`]: certificate pairs, the immutable snapshot and the lock-free
-//!   resolver, the self-signed default, the cert store actor.
+//! - [`certs`]: the certificate logic the actors use: pairs, the immutable
+//!   snapshot and the lock-free resolver, the self-signed default, the
+//!   inventory, whole-file writes.
 //! - [`watcher`]: the filesystem watcher actor (notify, with polling).
 //! - [`acme`]: the ACME issuer actor (instant-acme, TLS-ALPN-01,
 //!   certmagic's storage layout).
@@ -38,6 +45,7 @@
 pub mod acme;
 pub mod admin_socket;
 pub mod certs;
+pub mod certstore;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod health;

@@ -91,7 +91,7 @@ pub struct Rebind {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct ReconfigureStore {
-    pub settings: crate::certs::store::StoreSettings,
+    pub settings: crate::certstore::StoreSettings,
 }
 
 /// Supervisor -> watcher (SIGHUP): new mode and rescan interval; the

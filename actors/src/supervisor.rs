@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use crate::acme::{AcmeIssuer, AcmeSettings};
 use crate::certs::resolver::{server_config, CertResolver};
 use crate::certs::snapshot::Snapshot;
-use crate::certs::store::{CertStore, StoreSettings};
+use crate::certstore::{CertStore, StoreSettings};
 use crate::health::{ActorName, ActorState, Health};
 use crate::keeper;
 use crate::listener::{self, Limits, Listener};

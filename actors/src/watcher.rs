@@ -19,7 +19,7 @@ use actix::prelude::*;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
-use crate::certs::store::CertStore;
+use crate::certstore::CertStore;
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{
     PathsChanged, RawEvents, RawKind, ReconfigureWatcher, Restart, SubscribeWatcher, WatchDirs,

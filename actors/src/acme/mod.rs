@@ -34,7 +34,7 @@ use arc_swap::ArcSwap;
 
 use crate::certs::pair::Validity;
 use crate::certs::snapshot::Snapshot;
-use crate::certs::store::CertStore;
+use crate::certstore::CertStore;
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{ReconfigureAcme, Restart, SetChallenge, SnapshotPublished, SubscribeIssuer};
 use crate::metrics::Metrics;

@@ -19,7 +19,7 @@ use super::client::CaClient;
 use super::storage::Storage;
 use super::{challenge, TARGET};
 use crate::certs::pair::{parse_pair, Source};
-use crate::certs::store::CertStore;
+use crate::certstore::CertStore;
 use crate::messages::{AcmeStored, SetChallenge};
 
 /// How long the CA may take to validate, and then to issue.

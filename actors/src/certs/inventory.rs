@@ -301,6 +301,29 @@ fn dash_if_empty(s: String) -> String {
     }
 }
 
+/// Reads every valid pair of a folder (and of the ACME folder, when given)
+/// into a snapshot, without creating or watching anything: what
+/// `clace certs --name` explains from.
+pub fn read_folder(dir: &Path, acme_dir: Option<&Path>, lookup_enabled: bool) -> Snapshot {
+    let read = |files: Vec<(String, PathBuf, PathBuf)>, source| {
+        files
+            .into_iter()
+            .filter_map(|(stem, crt, key)| {
+                read_pair(&stem, &crt, &key, source)
+                    .ok()
+                    .map(std::sync::Arc::new)
+            })
+            .collect()
+    };
+    let acme = acme_dir.map_or_else(Vec::new, |a| read(managed_pair_files(a), Source::Acme));
+    Snapshot::build(
+        read(pair_files(dir), Source::File),
+        acme,
+        std::collections::HashMap::new(),
+        lookup_enabled,
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -1,6 +1,8 @@
-//! Certificates: pairs read from disk, the immutable snapshot that indexes
-//! them, the lock-free resolver that reads it on every handshake, the
-//! self-signed default, and the cert store actor that owns them all.
+//! Certificate logic the actors use: pairs read from disk, the immutable
+//! snapshot that indexes them, the lock-free resolver that reads it on
+//! every handshake, the self-signed default, the inventory `clace certs`
+//! shows, and whole-file writes. The cert store actor that owns the pairs
+//! is `crate::certstore`.
 
 pub mod atomic;
 pub mod inventory;
@@ -22,4 +24,3 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
-pub mod store;

@@ -21,7 +21,7 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 
-use crate::certs::inventory::{managed_pair_files, pair_files};
+use crate::certs::inventory::pair_files;
 use crate::certs::pair::{read_pair, Pair, Source};
 use crate::certs::selfsigned;
 use crate::certs::snapshot::{Snapshot, DEFAULT_STEM};
@@ -221,7 +221,7 @@ impl CertStore {
 
     /// An expired clace self-signed default is replaced.
     fn check_expired_self_signed(&mut self) {
-        let now = super::now();
+        let now = crate::certs::now();
         let expired = self
             .slots
             .get(DEFAULT_STEM)
@@ -467,7 +467,7 @@ impl CertStore {
                     log::warn!(target: TARGET, "{} is named for {stem} but its names are [{}]; it is served for {stem} anyway", crt.display(), pair.names.join(", "));
                 }
                 selfsigned::warn_if_key_readable(&key);
-                let now = super::now();
+                let now = crate::certs::now();
                 if pair.not_after < now {
                     log::warn!(target: TARGET, "{} has expired", crt.display());
                 } else if pair.not_before > now {
@@ -841,23 +841,4 @@ impl Handler<SubscribeWatcher> for CertStore {
         // Whatever changed while the watcher was (re)starting had no event.
         self.refresh(Scope::All);
     }
-}
-
-/// Reads every valid pair of a folder (and of the ACME folder, when given)
-/// into a snapshot, without creating or watching anything: what
-/// `clace certs --name` explains from.
-pub fn read_folder(dir: &Path, acme_dir: Option<&Path>, lookup_enabled: bool) -> Snapshot {
-    let read = |files: Vec<(String, PathBuf, PathBuf)>, source| {
-        files
-            .into_iter()
-            .filter_map(|(stem, crt, key)| read_pair(&stem, &crt, &key, source).ok().map(Arc::new))
-            .collect()
-    };
-    let acme = acme_dir.map_or_else(Vec::new, |a| read(managed_pair_files(a), Source::Acme));
-    Snapshot::build(
-        read(pair_files(dir), Source::File),
-        acme,
-        HashMap::new(),
-        lookup_enabled,
-    )
 }

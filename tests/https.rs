@@ -512,6 +512,45 @@ fn routes_are_served_over_https() {
 }
 
 #[test]
+fn acme_tls_1_is_offered_with_acme_only_and_serves_no_http() {
+    // Without ACME, acme-tls/1 is not offered: rustls refuses a client
+    // that offers nothing else.
+    let (world, _) = world_with_default(&[]);
+    let tls = world.serve();
+    assert!(
+        handshake_with(tls.https, &Hello::sni(Some("a.test")).alpn(&["acme-tls/1"])).is_err(),
+        "acme-tls/1 negotiated without ACME"
+    );
+    drop(tls);
+
+    // With ACME (a CA that cannot be reached: nothing is ordered), it is
+    // negotiated, and such a connection carries no HTTP: 421, closed.
+    let (world, default) = world_with_default(&[]);
+    world.configure(
+        "",
+        "service_email = \"admin@example.test\"\nacme_directory_url = \"https://127.0.0.1:1/dir\"\ndomains = [\"a.test\"]",
+        "",
+    );
+    let tls = world.serve();
+    let h = handshake_with(tls.https, &Hello::sni(Some("a.test")).alpn(&["acme-tls/1"]))
+        .expect("acme-tls/1 handshake");
+    assert_eq!(h.alpn_str().as_deref(), Some("acme-tls/1"));
+    // No challenge is pending: the normal certificate.
+    assert_eq!(h.serial(), default);
+    let resp = h
+        .http1(b"GET /_clace/health HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .expect("an answer, then the end");
+    assert_eq!(resp.status, 421);
+    // Ordinary clients are served as ever.
+    let h = handshake_with(tls.https, &Hello::sni(Some("a.test")).alpn(&["http/1.1"]))
+        .expect("handshake");
+    let resp = h
+        .http1(b"GET /_clace/health HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .expect("health");
+    assert_eq!(resp.status, 200);
+}
+
+#[test]
 fn load_warnings_name_the_file() {
     // Named for a name it does not list, expired, and a key others can read.
     let plain = make_pair(&["not-plain.test"]);

@@ -96,6 +96,7 @@ impl Refused {
 pub struct RequestLimits {
     max_header_line: AtomicUsize,
     max_header_total: AtomicUsize,
+    max_handshakes_per_worker: AtomicUsize,
     /// 0: no bound.
     max_conns_per_ip: AtomicUsize,
     per_ip: Arc<PerIp>,
@@ -107,6 +108,7 @@ impl Default for RequestLimits {
         RequestLimits {
             max_header_line: AtomicUsize::new(8192),
             max_header_total: AtomicUsize::new(32768),
+            max_handshakes_per_worker: AtomicUsize::new(256),
             max_conns_per_ip: AtomicUsize::new(0),
             per_ip: Arc::default(),
         }
@@ -121,6 +123,14 @@ impl RequestLimits {
             .store(limits.max_header_total, Ordering::Relaxed);
         self.max_conns_per_ip
             .store(limits.max_conns_per_ip.unwrap_or(0), Ordering::Relaxed);
+        self.max_handshakes_per_worker
+            .store(limits.max_handshakes_per_worker, Ordering::Relaxed);
+    }
+
+    /// TLS handshakes in flight per worker thread, which an HTTPS server
+    /// takes when it starts (a change applies at the next HTTPS restart).
+    pub fn max_handshakes_per_worker(&self) -> usize {
+        self.max_handshakes_per_worker.load(Ordering::Relaxed)
     }
 
     /// The head check: `Some(answer)` (414 or 431, connection closed) when

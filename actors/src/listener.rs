@@ -32,9 +32,6 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// Concurrent connections per worker thread.
     pub max_connections_per_worker: usize,
-    /// TLS handshakes in flight per worker thread (`[limits]`; actix-tls
-    /// keeps one process-wide value, set when the HTTPS server starts).
-    pub max_handshakes_per_worker: usize,
     /// In-flight requests get this long to finish on a graceful stop.
     pub graceful_timeout: Duration,
 }
@@ -46,7 +43,6 @@ impl Default for Limits {
             keep_alive: Duration::from_secs(75),
             tls_handshake_timeout: Duration::from_secs(10),
             max_connections_per_worker: 10_000,
-            max_handshakes_per_worker: 256,
             graceful_timeout: Duration::from_secs(30),
         }
     }
@@ -245,9 +241,10 @@ fn https_server(
 ) -> std::io::Result<actix_web::dev::Server> {
     use actix_service::{IntoServiceFactory as _, Service as _, ServiceFactoryExt as _};
 
-    // One value for the process (actix-tls keeps it in a static), read by
-    // each worker's acceptor.
-    actix_tls::accept::max_concurrent_tls_connect(limits.max_handshakes_per_worker);
+    // `[limits] max_handshakes_per_worker`, as it is now (a SIGHUP may have
+    // changed it): actix-tls keeps one value for the process, which each
+    // worker thread of this server reads when it starts.
+    actix_tls::accept::max_concurrent_tls_connect(router.limits.max_handshakes_per_worker());
     let builder = actix_server::Server::build();
     let graceful = builder.graceful_shutdown_signal();
     let builder = builder

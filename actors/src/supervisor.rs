@@ -73,10 +73,6 @@ pub struct Daemon {
 impl Daemon {
     /// Starts every actor; call inside an actix system.
     pub fn start(settings: &Settings, bound: Bound, limits: Limits) -> Result<Daemon, StartError> {
-        let limits = Limits {
-            max_handshakes_per_worker: settings.limits.max_handshakes_per_worker,
-            ..limits
-        };
         keeper::install_panic_hook();
         let health = Arc::new(Health::new());
         let metrics = Arc::new(Metrics::default());
@@ -295,7 +291,6 @@ impl Daemon {
             // The head and per-IP bounds apply to the next request and
             // connection; the handshake bound at the next HTTPS restart.
             self.router.limits.set(&new.limits);
-            self.limits.max_handshakes_per_worker = new.limits.max_handshakes_per_worker;
             log::info!(target: "clace::supervisor", "request limits updated");
         }
         if old.admin != new.admin {

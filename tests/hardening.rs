@@ -644,3 +644,120 @@ fn a_half_open_handshake_flood_from_one_ip_leaves_others_served() {
     drop(flood);
     assert!(wait_until(DEADLINE, || handshake(v6, Some("localhost")).is_ok()));
 }
+
+/// One HTTP/2 frame: length, type, flags, stream, payload (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// What an HTTP/2 server did, as far as a test reads.
+#[derive(Debug, PartialEq, Eq)]
+enum H2Seen {
+    /// A GOAWAY with this error code.
+    GoAway(u32),
+    /// A response HEADERS frame.
+    Headers,
+    /// The connection ended (closed, reset, or our pending write hit its
+    /// end: broken pipe) before either.
+    Closed,
+    /// Another I/O error (a timeout).
+    Error(String),
+}
+
+/// Reads frames until a GOAWAY or a response HEADERS arrives, or the
+/// connection ends.
+fn h2_read(stream: &mut impl Read) -> H2Seen {
+    let mut head = [0u8; 9];
+    let ended = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionReset => H2Seen::Closed,
+        _ => H2Seen::Error(e.to_string()),
+    };
+    loop {
+        if let Err(e) = stream.read_exact(&mut head) {
+            return ended(e);
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if let Err(e) = stream.read_exact(&mut payload) {
+            return ended(e);
+        }
+        match head[3] {
+            1 => return H2Seen::Headers,
+            7 if len >= 8 => {
+                return H2Seen::GoAway(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The client preface and an empty SETTINGS frame.
+fn h2_preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    out
+}
+
+/// `GET /_clace/health` on https://localhost as an HPACK block: indexed
+/// :method GET and :scheme https, literal :path and :authority (RFC 7541
+/// appendix A, no Huffman coding).
+fn h2_get_health() -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x04, 14];
+    block.extend_from_slice(b"/_clace/health");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    block
+}
+
+fn h2_connect(addr: std::net::SocketAddr) -> crate::tls_util::Handshake {
+    let h2 = crate::tls_util::handshake_with(
+        addr,
+        &crate::tls_util::Hello::sni(Some("localhost")).alpn(&["h2"]),
+    )
+    .unwrap();
+    assert_eq!(h2.alpn_str().as_deref(), Some("h2"));
+    h2
+}
+
+#[test]
+fn an_http2_client_resetting_streams_in_a_loop_is_cut_off() {
+    let world = World::with_certs();
+    world.configure("", "", "");
+    let daemon = world.serve_ready();
+    // The frames are well formed: one request gets its answer.
+    let mut h2 = h2_connect(daemon.https);
+    let mut out = h2_preface();
+    out.extend(h2_frame(1, 0x5, 1, &h2_get_health()));
+    h2.stream.write_all(&out).unwrap();
+    assert_eq!(h2_read(&mut h2.stream), H2Seen::Headers);
+
+    // HEADERS (END_STREAM | END_HEADERS) then RST_STREAM (CANCEL), again
+    // and again: the rapid reset attack (CVE-2023-44487).
+    let mut h2 = h2_connect(daemon.https);
+    let mut out = h2_preface();
+    for i in 0..5000u32 {
+        let id = 2 * i + 1;
+        out.extend(h2_frame(1, 0x5, id, &h2_get_health()));
+        out.extend(h2_frame(3, 0, id, &8u32.to_be_bytes()));
+    }
+    let _ = h2.stream.write_all(&out);
+    let _ = h2.stream.flush();
+    let seen = h2_read(&mut h2.stream);
+    // ENHANCE_YOUR_CALM (0xb), or the connection ends while the attacker
+    // is still writing (the GOAWAY is then lost with it).
+    assert!(
+        matches!(seen, H2Seen::GoAway(0xb) | H2Seen::Closed),
+        "{seen:?}"
+    );
+    // Everyone else is still served.
+    assert_eq!(https_get(daemon.https, "/_clace/health").status, 200);
+    assert_eq!(get(daemon.http, "/_clace/health").status, 200);
+}

@@ -761,3 +761,23 @@ fn an_http2_client_resetting_streams_in_a_loop_is_cut_off() {
     assert_eq!(https_get(daemon.https, "/_clace/health").status, 200);
     assert_eq!(get(daemon.http, "/_clace/health").status, 200);
 }
+
+#[test]
+fn malformed_requests_do_not_multiply_library_log_lines() {
+    let clace = Clace::new();
+    clace.write_config(&config_with(""));
+    let mut daemon = clace.serve();
+    for i in 0..50u8 {
+        let mut s = connect(daemon.http).unwrap();
+        // A header line without a colon: actix-http logs a parse error.
+        let _ = s.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nbroken{i}\r\n\r\n").as_bytes());
+        let _ = read_response(s, false);
+    }
+    // A line logged after them tells that the reader has seen them all.
+    daemon.proc.signal(Signal::SIGUSR1);
+    daemon.proc.wait_for_line("SIGUSR1", DEADLINE);
+    let lines = daemon.proc.stderr_lines();
+    let library = lines.iter().filter(|l| l.contains("actix_http")).count();
+    assert!(library <= 1, "{lines:#?}");
+    assert_eq!(get(daemon.http, "/_clace/health").status, 200);
+}

@@ -265,6 +265,8 @@ fn https_server(
             })
             .keep_alive(limits.keep_alive)
             .client_request_timeout(limits.request_header_timeout)
+            // HttpServer's default: a closing connection gets 1 s to end.
+            .client_disconnect_timeout(Duration::from_secs(1))
             // A response head and body go out as separate TLS records:
             // without this, Nagle holds the second one for the client's
             // delayed ACK (40 ms per request on keep-alive connections).

@@ -88,6 +88,13 @@ fn a_body_over_max_body_is_413_and_never_reaches_the_upstream() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.text(), "got 10");
     assert_eq!(upstream.count(), 1);
+
+    // The two refusals are counted; an upstream's own 413 would not be.
+    let metrics = Request::get("/_clace/metrics").send(daemon.http).text();
+    assert!(
+        metrics.contains("clace_refused_total{reason=\"body\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[test]

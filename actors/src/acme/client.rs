@@ -9,7 +9,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -20,8 +19,6 @@ use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 /// How long one request to the CA may take, answer body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,31 +52,7 @@ pub struct CaClient {
 
 impl CaClient {
     pub fn new(ca_file: Option<&Path>) -> Result<CaClient, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("acme_ca_file {}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("acme_ca_file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "acme_ca_file {}: no certificate in it",
-                    path.display()
-                ));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("acme_ca_file {}: {e}", path.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS client: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::certs::client_tls::client_config(ca_file, "acme_ca_file")?;
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

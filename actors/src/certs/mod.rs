@@ -5,6 +5,7 @@
 //! is `crate::certstore`.
 
 pub mod atomic;
+pub mod client_tls;
 pub mod inventory;
 pub mod names;
 pub mod pair;

@@ -141,7 +141,7 @@ async fn handle(
         }
         RouteTarget::Proxy(target) => {
             let name = format!("{}{}", route.domain.as_deref().unwrap_or(""), route.path);
-            proxy::forward(
+            let res = proxy::forward(
                 &req,
                 body,
                 upstreams.get_ref(),
@@ -150,7 +150,15 @@ async fn handle(
                 scheme.as_str(),
                 &name,
             )
-            .await
+            .await;
+            if res.extensions().get::<proxy::BodyRefused>().is_some() {
+                state
+                    .admin
+                    .metrics
+                    .refused
+                    .count(crate::limits::Refusal::Body);
+            }
+            res
         }
     }
 }

@@ -14,8 +14,8 @@
 //! client's `Host` reaches the upstream as it is.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,8 +24,7 @@ use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilde
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 
 use crate::settings::ProxyTarget;
 
@@ -76,17 +75,7 @@ impl Upstreams {
 }
 
 fn build(kind: &Kind) -> Result<UpClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &kind.ca_file {
-        add_roots(&mut roots, path)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::certs::client_tls::client_config(kind.ca_file.as_deref(), "proxy_ca_file")?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -112,23 +101,4 @@ fn build(kind: &Kind) -> Result<UpClient, String> {
         // a request that had none (an HTTP/1.0 client).
         .set_host(true)
         .build(connector))
-}
-
-fn add_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("proxy_ca_file {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("proxy_ca_file {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "proxy_ca_file {}: no certificate in it",
-            path.display()
-        ));
-    }
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("proxy_ca_file {}: {e}", path.display()))?;
-    }
-    Ok(())
 }

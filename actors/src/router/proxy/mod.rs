@@ -434,12 +434,19 @@ async fn switch(
     res.streaming(upgrade::tunnel(payload, upgraded, idle, label))
 }
 
+/// Marks a 413 the proxy gave itself (not the upstream's), for the
+/// router to count in `clace_refused_total{reason="body"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRefused;
+
 fn too_large(label: &str, max: u64) -> HttpResponse {
     log::info!(target: TARGET, "{label}: request body over max_body ({max} bytes); refused");
-    short(
+    let mut res = short(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("payload too large: this route takes at most {max} bytes of body"),
-    )
+    );
+    res.extensions_mut().insert(BodyRefused);
+    res
 }
 
 /// `host:port` of the upstream URL, for messages.

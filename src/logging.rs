@@ -35,6 +35,12 @@ pub fn init(level: &str) {
             if matches!(level, "info") {
                 builder.filter_module("actix_server", log::LevelFilter::Warn);
             }
+            // notify warns when it cannot unwatch a folder that a swap
+            // (Kubernetes' `..data`) removed: expected, and the watcher
+            // logs what it does about it.
+            if !matches!(level, "debug" | "trace") {
+                builder.filter_module("notify", log::LevelFilter::Error);
+            }
         }
     }
     let inner = builder.format_timestamp_millis().build();

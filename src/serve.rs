@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clace_actors::admin_socket;
-use clace_actors::health::{ActorName, ActorState, Health};
+use clace_actors::health::{ActorName, ActorState, Health, RestartSignal};
 use clace_actors::listener::{self, Limits};
 use clace_actors::settings::Port;
 use clace_actors::supervisor::{Bound, Daemon};
@@ -146,33 +146,53 @@ struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
-    usr1: Signal,
-    usr2: Signal,
-    /// SIGRTMIN+1, +2, +3: restart the HTTP listener, the HTTPS listener,
-    /// the watcher.
-    rt1: Signal,
-    rt2: Signal,
-    rt3: Signal,
+    /// One per actor, from the list of actors: its restart signal.
+    restart: Vec<(ActorName, String, Signal)>,
 }
 
 impl Signals {
     fn new() -> std::io::Result<Signals> {
+        let mut restart = Vec::with_capacity(ActorName::COUNT);
+        for actor in ActorName::ALL {
+            let which = actor.restart_signal();
+            let kind = match which {
+                RestartSignal::Usr1 => SignalKind::user_defined1(),
+                RestartSignal::Usr2 => SignalKind::user_defined2(),
+                RestartSignal::RtMin(n) => realtime(n),
+            };
+            restart.push((actor, which.name(), signal(kind)?));
+        }
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
-            usr1: signal(SignalKind::user_defined1())?,
-            usr2: signal(SignalKind::user_defined2())?,
-            rt1: signal(realtime(1))?,
-            rt2: signal(realtime(2))?,
-            rt3: signal(realtime(3))?,
+            restart,
         })
     }
+}
+
+/// The next restart signal, whichever actor's it is.
+async fn next_restart(signals: &mut [(ActorName, String, Signal)]) -> (ActorName, String) {
+    let waits = signals.iter_mut().map(|(actor, name, signal)| {
+        Box::pin(async move {
+            signal.recv().await;
+            (*actor, name.clone())
+        })
+    });
+    futures_util::future::select_all(waits).await.0
 }
 
 /// Restarts one actor on its signal, saying so in the log.
 fn restart_on_signal(daemon: &Daemon, signal: &str, actor: ActorName) {
     let name = actor.as_str();
+    if actor == ActorName::Acme {
+        if daemon.restart(actor) {
+            log::info!(target: TARGET, "{signal}: re-checking every ACME certificate");
+        } else {
+            log::info!(target: TARGET, "{signal}: ACME is disabled; nothing to re-check");
+        }
+        return;
+    }
     log::info!(target: TARGET, "{signal}: restarting the {name} actor");
     if !daemon.restart(actor) {
         log::warn!(target: TARGET, "{signal}: the {name} actor is disabled; nothing restarted");
@@ -215,11 +235,7 @@ async fn wait_for_stop(
         term,
         int,
         hup,
-        usr1,
-        usr2,
-        rt1,
-        rt2,
-        rt3,
+        restart,
     } = signals;
     let serving = listeners_serving(Arc::clone(&daemon.health));
     tokio::pin!(serving);
@@ -246,20 +262,7 @@ async fn wait_for_stop(
                     n.ready(&status_line(daemon));
                 }
             }
-            _ = usr1.recv() => {
-                log::info!(target: TARGET, "SIGUSR1: restarting the cert store (full rescan)");
-                daemon.restart(ActorName::CertStore);
-            }
-            _ = usr2.recv() => {
-                if daemon.restart(ActorName::Acme) {
-                    log::info!(target: TARGET, "SIGUSR2: re-checking every ACME certificate");
-                } else {
-                    log::info!(target: TARGET, "SIGUSR2: ACME is disabled; nothing to re-check");
-                }
-            }
-            _ = rt1.recv() => restart_on_signal(daemon, "SIGRTMIN+1", ActorName::Http),
-            _ = rt2.recv() => restart_on_signal(daemon, "SIGRTMIN+2", ActorName::Https),
-            _ = rt3.recv() => restart_on_signal(daemon, "SIGRTMIN+3", ActorName::Watcher),
+            (actor, name) = next_restart(restart) => restart_on_signal(daemon, &name, actor),
         }
     };
     if let Some(n) = notifier {

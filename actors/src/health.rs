@@ -58,7 +58,39 @@ const _: () = {
     }
 };
 
+/// The signal that restarts an actor (interface §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartSignal {
+    Usr1,
+    Usr2,
+    /// `SIGRTMIN+n`.
+    RtMin(i32),
+}
+
+impl RestartSignal {
+    /// The signal's name in logs and docs: `SIGUSR1`, `SIGRTMIN+2`.
+    pub fn name(self) -> String {
+        match self {
+            RestartSignal::Usr1 => "SIGUSR1".into(),
+            RestartSignal::Usr2 => "SIGUSR2".into(),
+            RestartSignal::RtMin(n) => format!("SIGRTMIN+{n}"),
+        }
+    }
+}
+
 impl ActorName {
+    /// The signal that restarts this actor. Every actor has one: a new
+    /// actor cannot be added without choosing it.
+    pub fn restart_signal(self) -> RestartSignal {
+        match self {
+            ActorName::CertStore => RestartSignal::Usr1,
+            ActorName::Acme => RestartSignal::Usr2,
+            ActorName::Http => RestartSignal::RtMin(1),
+            ActorName::Https => RestartSignal::RtMin(2),
+            ActorName::Watcher => RestartSignal::RtMin(3),
+        }
+    }
+
     /// The actor named `name` (as [`ActorName::as_str`] spells it).
     pub fn parse(name: &str) -> Option<ActorName> {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
@@ -205,5 +237,14 @@ mod tests {
             assert_eq!(ActorName::parse(a.as_str()), Some(a));
         }
         assert_eq!(ActorName::parse("nope"), None);
+    }
+
+    #[test]
+    fn every_actor_has_its_own_restart_signal() {
+        let signals: Vec<_> = ActorName::ALL.iter().map(|a| a.restart_signal()).collect();
+        for (i, s) in signals.iter().enumerate() {
+            assert!(!signals[i + 1..].contains(s), "{} twice", s.name());
+        }
+        assert_eq!(ActorName::Https.restart_signal().name(), "SIGRTMIN+2");
     }
 }

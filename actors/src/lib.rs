@@ -55,6 +55,8 @@ pub mod listener;
 pub mod logonce;
 pub mod messages;
 pub mod metrics;
+#[cfg(test)]
+mod proptest_config;
 pub mod router;
 pub mod settings;
 pub mod supervisor;

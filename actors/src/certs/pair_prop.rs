@@ -14,17 +14,7 @@ use proptest::prelude::*;
 use super::pair::testing::{make_pem, NOW, YEAR};
 use super::pair::{parse_leaf, parse_pair, Source};
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use crate::proptest_config::config;
 
 /// Real pairs (certificate PEM, key PEM): ECDSA P-256 in PKCS#8 made here,
 /// and the fixed RSA (PKCS#1) and EC (SEC1) ones of `tests/data`.

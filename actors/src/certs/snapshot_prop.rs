@@ -14,18 +14,7 @@ use super::pair::testing::{pair_at, NOW, YEAR};
 use super::pair::{Pair, Source, Validity};
 use super::snapshot::{Snapshot, Step, DEFAULT_STEM};
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    ProptestConfig {
-        cases,
-        // Regressions are written as fixed tests here, not to files.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use crate::proptest_config::config;
 
 const VALID: (i64, i64) = (NOW - YEAR, NOW + YEAR);
 const LATER: (i64, i64) = (NOW - YEAR, NOW + 2 * YEAR);

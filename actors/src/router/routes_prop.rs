@@ -13,17 +13,7 @@ use proptest::prelude::*;
 use super::{normalize_host, strip_prefix, RouteTable};
 use crate::settings::{Route, RouteTarget};
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use crate::proptest_config::config;
 
 /// Paths built from a few segments, so that prefixes of one another are
 /// common (`/a`, `/a/`, `/a/b`, `/ab`).

@@ -11,17 +11,7 @@ use proptest::prelude::*;
 
 use super::{decode_path, PathError};
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use crate::proptest_config::config;
 
 /// `s` with each byte percent-encoded or not, as `mask` says (bit i for
 /// byte i, repeating); bytes that must be encoded always are.

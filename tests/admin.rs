@@ -17,8 +17,13 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 }
 
 /// `clace_actor_restarts_total{actor}` from `/_clace/metrics` (-1 when absent).
+/// `-1` when the metrics cannot be read (the HTTP listener may be in the
+/// middle of its own restart: callers wait until the count shows).
 pub fn restarts(http: std::net::SocketAddr, actor: &str) -> f64 {
-    let text = get(http, "/_clace/metrics").text();
+    let Ok(resp) = crate::util::http::Request::get("/_clace/metrics").try_send(http) else {
+        return -1.0;
+    };
+    let text = resp.text();
     sample(
         &text,
         &format!("clace_actor_restarts_total{{actor=\"{actor}\"}}"),

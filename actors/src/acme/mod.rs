@@ -241,7 +241,12 @@ impl AcmeIssuer {
         // A valid certificate file that covers the name beyond its own
         // renewal window: nothing to order until then.
         if snapshot.lookup_enabled() {
-            if let Some((pair, _)) = snapshot.file_candidate(name, now) {
+            // clace's own self-signed default (it lists the host name)
+            // covers nothing worth keeping from the CA.
+            if let Some((pair, _)) = snapshot
+                .file_candidate(name, now)
+                .filter(|(p, _)| p.source != crate::certs::pair::Source::SelfSigned)
+            {
                 let until = schedule::one_third_left(pair.not_before, pair.not_after);
                 if pair.validity(now) == Validity::Valid && until > now {
                     let file = pair

@@ -204,7 +204,11 @@ impl Snapshot {
             }
             let mut stale = None;
             if self.lookup_enabled {
-                if let Some((pair, step)) = self.file_candidate(name, now) {
+                // clace's own self-signed default lists the host name among
+                // its SANs; it never shadows a managed certificate for it.
+                if let Some((pair, step)) = self.file_candidate(name, now).filter(|(p, _)| {
+                    p.source != Source::SelfSigned || !self.has_valid_acme(name, now)
+                }) {
                     if pair.validity(now) == Validity::Valid {
                         return Some(selection(pair, step));
                     }
@@ -271,6 +275,12 @@ impl Snapshot {
             .clone()
             .find(|p| p.validity(now) == Validity::Valid)
             .or_else(|| pairs.next())
+    }
+
+    /// Whether a valid ACME certificate exists for `name` now.
+    fn has_valid_acme(&self, name: &str, now: i64) -> bool {
+        self.acme_candidate(name, now)
+            .is_some_and(|p| p.validity(now) == Validity::Valid)
     }
 
     /// The pair named `default`, if loaded.
@@ -613,6 +623,34 @@ mod tests {
         assert_eq!(chosen(&s, "a.test"), ("file".into(), Step::San));
         assert_eq!(chosen(&s, "b.test"), ("b.test".into(), Step::Acme));
         assert_eq!(chosen(&s, "c.test"), ("default".into(), Step::Default));
+    }
+
+    #[test]
+    fn the_self_signed_default_never_shadows_a_managed_certificate() {
+        // clace's default lists the machine's host name; so does the ACME
+        // certificate of a server named after its public name.
+        let s = snap(
+            vec![pair_at(
+                "default",
+                &["localhost", "host.example"],
+                NOW - 10,
+                NOW + YEAR,
+                Source::SelfSigned,
+            )],
+            vec![pair_at(
+                "host.example",
+                &["host.example"],
+                NOW - 10,
+                NOW + YEAR,
+                Source::Acme,
+            )],
+        );
+        assert_eq!(
+            chosen(&s, "host.example"),
+            ("host.example".into(), Step::Acme)
+        );
+        // Without an ACME certificate, the default is still found by SAN.
+        assert_eq!(chosen(&s, "localhost"), ("default".into(), Step::San));
     }
 
     #[test]

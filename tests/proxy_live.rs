@@ -193,11 +193,7 @@ impl RawUpstream {
 
 impl Drop for RawUpstream {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
+        crate::util::ws::stop_accept_loop(&self.stop, self.addr, &mut self.accept);
         let conns: Vec<_> = self
             .conns
             .lock()

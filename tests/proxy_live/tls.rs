@@ -142,6 +142,19 @@ fn serve(clace: &Clace, routes: &str) -> Daemon {
     clace.serve()
 }
 
+/// `GET path` through clace answers 200 with the TLS upstream's greeting.
+fn expect_hello(daemon: &Daemon, path: &str) {
+    let resp = Request::get(path).send(daemon.http);
+    assert_eq!(
+        resp.status,
+        200,
+        "body: {}; stderr:\n{}",
+        resp.text(),
+        daemon.proc.stderr()
+    );
+    assert_eq!(resp.text(), "hello over tls");
+}
+
 #[test]
 fn an_https_upstream_from_a_test_ca_is_trusted_with_proxy_ca_file() {
     let pki = test_pki(&["127.0.0.1"]);
@@ -156,15 +169,7 @@ fn an_https_upstream_from_a_test_ca_is_trusted_with_proxy_ca_file() {
             toml_path(&ca)
         ),
     );
-    let resp = Request::get("/secure/x?y=1").send(daemon.http);
-    assert_eq!(
-        resp.status,
-        200,
-        "body: {}; stderr:\n{}",
-        resp.text(),
-        daemon.proc.stderr()
-    );
-    assert_eq!(resp.text(), "hello over tls");
+    expect_hello(&daemon, "/secure/x?y=1");
     let seen = upstream.seen.get();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
@@ -226,15 +231,7 @@ fn proxy_server_name_is_sent_and_verified_for_an_upstream_reached_by_ip() {
             ca = toml_path(&ca)
         ),
     );
-    let resp = Request::get("/named/a").send(daemon.http);
-    assert_eq!(
-        resp.status,
-        200,
-        "body: {}; stderr:\n{}",
-        resp.text(),
-        daemon.proc.stderr()
-    );
-    assert_eq!(resp.text(), "hello over tls");
+    expect_hello(&daemon, "/named/a");
     let seen = upstream.seen.get();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(

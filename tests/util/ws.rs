@@ -152,12 +152,7 @@ impl WsUpstream {
 
 impl Drop for WsUpstream {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag and closes the socket.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
+        stop_accept_loop(&self.stop, self.addr, &mut self.accept);
         let conns: Vec<_> = self
             .conns
             .lock()
@@ -403,5 +398,15 @@ pub fn read_to_end<S: Read + Write>(ws: &mut WebSocket<S>, timeout: Duration) ->
         if Instant::now() >= deadline {
             return None;
         }
+    }
+}
+
+/// Stops a test server's accept loop: sets its flag, wakes it with one
+/// connection so it sees the flag and closes its socket, and joins it.
+pub fn stop_accept_loop(stop: &AtomicBool, addr: SocketAddr, accept: &mut Option<JoinHandle<()>>) {
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    if let Some(accept) = accept.take() {
+        let _ = accept.join();
     }
 }

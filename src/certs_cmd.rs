@@ -16,8 +16,8 @@ pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
     let now = clace_actors::certs::now();
     if let Some(name) = name {
         // ACME certificates count (step 3) when ACME is enabled.
-        let acme = AcmeSettings::from_settings(&loaded.settings, None)
-            .map(|a| a.storage().certificates_dir());
+        let acme =
+            AcmeSettings::from_settings(&loaded.settings, None).map(|a| a.certificates_dir());
         let snapshot = read_folder(
             &https.cert_location,
             acme.as_deref(),

@@ -84,7 +84,11 @@ pub struct HttpsSettings {
     pub service_email: String,
     pub use_staging: bool,
     pub cert_location: PathBuf,
+    /// The storage folder; with PostgreSQL, the local copy of what it holds
+    /// (`$CL_HOME/run/storage-cache`), which the cert store reads.
     pub storage_location: PathBuf,
+    /// `storage_location` when it is a `postgres://` URL, `$VAR`s expanded.
+    pub storage_postgres: Option<String>,
     pub acme_directory_url: String,
     pub acme_ca_file: Option<PathBuf>,
     pub domains: Vec<String>,

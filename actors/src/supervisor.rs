@@ -489,7 +489,7 @@ fn store_settings(s: &Settings) -> StoreSettings {
         cert_location: s.https.cert_location.clone(),
         lookup_enabled: s.https.enable_cert_lookup,
         rescan_interval: s.https.cert_rescan_interval,
-        acme_dir: AcmeSettings::from_settings(s, None).map(|a| a.storage().certificates_dir()),
+        acme_dir: AcmeSettings::from_settings(s, None).map(|a| a.certificates_dir()),
     }
 }
 

@@ -68,7 +68,20 @@ pub(super) fn check(
         Ok(p)
     };
     let cert_location = path_of("https.cert_location", &mut raw.https.cert_location)?;
-    let storage_location = path_of("https.storage_location", &mut raw.https.storage_location)?;
+    let (storage_location, storage_postgres) = if is_postgres_url(&raw.https.storage_location) {
+        (
+            home.join("run").join("storage-cache"),
+            Some(
+                postgres_url(&raw.https.storage_location, home)
+                    .map_err(|m| bad("https.storage_location", m))?,
+            ),
+        )
+    } else {
+        (
+            path_of("https.storage_location", &mut raw.https.storage_location)?,
+            None,
+        )
+    };
     let acme_ca_file = if raw.https.acme_ca_file.is_empty() {
         None
     } else {
@@ -336,6 +349,7 @@ pub(super) fn check(
             use_staging: raw.https.use_staging,
             cert_location,
             storage_location,
+            storage_postgres,
             acme_directory_url: raw.https.acme_directory_url.clone(),
             acme_ca_file,
             domains,
@@ -419,4 +433,36 @@ mod tests {
         assert_eq!(host_name("http://a"), None);
         assert_eq!(host_name(""), None);
     }
+}
+
+/// Whether `storage_location` names PostgreSQL rather than a folder.
+fn is_postgres_url(value: &str) -> bool {
+    let v = value.trim_start();
+    v.starts_with("postgres://") || v.starts_with("postgresql://")
+}
+
+/// `storage_location` as a PostgreSQL URL: `$VAR`s expanded (so that the
+/// password comes from the environment), a host required. The expanded
+/// URL is never printed (it may hold the password).
+fn postgres_url(value: &str, home: &Path) -> Result<String, String> {
+    let home_str = home.to_string_lossy().into_owned();
+    let lookup = move |name: &str| {
+        if name == "CL_HOME" {
+            Some(home_str.clone())
+        } else {
+            std::env::var(name).ok()
+        }
+    };
+    let url = super::expand::expand_vars(value.trim(), &lookup)
+        .map_err(|var| format!("uses ${var}, which is not set in the environment"))?;
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() || rest.chars().any(char::is_whitespace) {
+        return Err(
+            "is not a PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                .to_string(),
+        );
+    }
+    Ok(url)
 }

@@ -15,9 +15,12 @@
 //! - [`order`]: the account and one order with instant-acme.
 //! - [`challenge`]: the TLS-ALPN-01 certificate.
 //! - [`client`]: the HTTP client under instant-acme (timeouts, Retry-After).
+//! - [`cluster`]: instances sharing one storage (heartbeats, challenges
+//!   served by all, PostgreSQL's certificates copied locally).
 
 pub mod challenge;
 pub mod client;
+pub mod cluster;
 pub mod names;
 pub mod order;
 pub mod schedule;
@@ -45,6 +48,9 @@ use storage::Storage;
 
 pub(crate) const TARGET: &str = "clace::acme";
 
+/// When the storage (PostgreSQL) cannot be reached, the next attempt.
+const STORAGE_RETRY: Duration = Duration::from_secs(5);
+
 /// The longest a timer sleeps before the name is looked at again (tokio
 /// timers cannot hold years; a day also catches a clock that jumped).
 const MAX_SLEEP: Duration = Duration::from_secs(86_400);
@@ -58,7 +64,10 @@ pub struct AcmeSettings {
     /// or production by `use_staging`.
     pub directory_url: String,
     pub ca_file: Option<PathBuf>,
+    /// The storage folder, or the local copy of what PostgreSQL holds.
     pub storage_location: PathBuf,
+    /// `storage_location` when it is a PostgreSQL URL (`$VAR`s expanded).
+    pub storage_postgres: Option<String>,
     /// Route domains, then `https.domains`, as configured.
     pub configured: Vec<String>,
     /// The HTTPS port the CA must reach on 443 (`None`: HTTPS disabled).
@@ -89,14 +98,37 @@ impl AcmeSettings {
             directory_url,
             ca_file: https.acme_ca_file.clone(),
             storage_location: https.storage_location.clone(),
+            storage_postgres: https.storage_postgres.clone(),
             configured,
             https_port,
         })
     }
 
-    /// The storage of this CA's certificates and account.
-    pub fn storage(&self) -> Storage {
-        Storage::new(&self.storage_location, &self.directory_url)
+    /// The storage of this CA's certificates and account. With
+    /// PostgreSQL this starts a connection: the issuer makes it once.
+    pub fn storage(&self) -> Result<Storage, String> {
+        match &self.storage_postgres {
+            None => Ok(Storage::new(&self.storage_location, &self.directory_url)),
+            Some(url) => Ok(Storage::with_backend(
+                &self.storage_location,
+                &self.directory_url,
+                storage::Backend::Postgres(storage::postgres::Postgres::connect(url)?),
+            )),
+        }
+    }
+
+    /// The local folder of this CA's certificates, which the cert store
+    /// reads (no connection made).
+    pub fn certificates_dir(&self) -> PathBuf {
+        Storage::new(&self.storage_location, &self.directory_url).certificates_dir()
+    }
+
+    /// Where the storage is, for log lines (no password).
+    pub fn storage_description(&self) -> String {
+        match &self.storage_postgres {
+            None => self.storage_location.display().to_string(),
+            Some(url) => without_password(url),
+        }
     }
 }
 
@@ -128,6 +160,12 @@ pub struct AcmeIssuer {
     /// Whether the CA has renewal information (`None`: not known yet).
     ari_supported: Option<bool>,
     look_pending: bool,
+    /// This instance's id in the storage.
+    instance: String,
+    /// The loop of [`cluster::run`] on the current storage.
+    cluster: Option<SpawnHandle>,
+    /// The storage changed: the loop is started again.
+    cluster_stale: bool,
 }
 
 impl AcmeIssuer {
@@ -149,6 +187,9 @@ impl AcmeIssuer {
             metrics,
             ari_supported: None,
             look_pending: false,
+            instance: cluster::instance_id(),
+            cluster: None,
+            cluster_stale: false,
         };
         issuer.apply(settings);
         issuer
@@ -174,16 +215,33 @@ impl AcmeIssuer {
                 &old.email,
                 &old.ca_file,
                 &old.storage_location,
-            ) == (&s.directory_url, &s.email, &s.ca_file, &s.storage_location)
+                &old.storage_postgres,
+            ) == (
+                &s.directory_url,
+                &s.email,
+                &s.ca_file,
+                &s.storage_location,
+                &s.storage_postgres,
+            )
         });
-        if !same_ca {
-            self.ca = Some(Arc::new(Ca::new(
-                s.directory_url.clone(),
-                s.email.clone(),
-                s.storage(),
-                s.ca_file.clone(),
-            )));
+        if !same_ca || self.ca.is_none() {
+            match s.storage() {
+                Ok(storage) => {
+                    self.ca = Some(Arc::new(Ca::new(
+                        s.directory_url.clone(),
+                        s.email.clone(),
+                        storage,
+                        s.ca_file.clone(),
+                        self.instance.clone(),
+                    )));
+                }
+                Err(e) => {
+                    log::error!(target: TARGET, "storage_location: {e}; no certificate can be ordered");
+                    self.ca = None;
+                }
+            }
             self.ari_supported = None;
+            self.cluster_stale = true;
         }
         let selection = names::select(s.configured.iter().map(String::as_str));
         for why in &selection.skipped {
@@ -206,18 +264,37 @@ impl AcmeIssuer {
         }
         log::info!(
             target: TARGET,
-            "ACME issuer: directory {}, account {}, storage {}, names [{}]",
+            "ACME issuer: directory {}, account {}, storage {}, instance {}, names [{}]",
             s.directory_url,
             s.email,
-            s.storage().certificates_dir().display(),
+            s.storage_description(),
+            self.instance,
             self.names.join(", ")
         );
         self.settings = Some(s);
         self.health.set(ActorName::Acme, ActorState::Running);
     }
 
+    /// (Re)starts the loop of [`cluster::run`] on the current storage.
+    fn run_cluster(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.cluster.take() {
+            ctx.cancel_future(h);
+        }
+        self.cluster_stale = false;
+        let Some(ca) = self.ca.clone() else { return };
+        let fut = cluster::run(
+            ca.storage.clone(),
+            self.instance.clone(),
+            self.store.clone(),
+        );
+        self.cluster = Some(ctx.spawn(fut.into_actor(self)));
+    }
+
     /// Looks at every managed name.
     fn look_at_all(&mut self, ctx: &mut Context<Self>) {
+        if self.cluster_stale || (self.cluster.is_none() && self.ca.is_some()) {
+            self.run_cluster(ctx);
+        }
         self.look_pending = false;
         for name in self.names.clone() {
             self.look_at(&name, ctx);
@@ -334,7 +411,11 @@ impl AcmeIssuer {
         let store = self.store.clone();
         let owned = name.to_string();
         let fut = async move {
-            client::with_retry_after(async { ca.obtain(&store, &owned, replaces).await }).await
+            client::with_retry_after(async {
+                ca.obtain(&store, &owned, renewing.as_deref(), replaces)
+                    .await
+            })
+            .await
         };
         let name = name.to_string();
         ctx.spawn(
@@ -380,11 +461,22 @@ impl AcmeIssuer {
             return;
         };
         match result {
+            Ok(issued) if issued.by_another => {
+                state.failures = 0;
+                state.retry_at = None;
+            }
             Ok(issued) => {
                 state.failures = 0;
                 state.retry_at = None;
                 self.metrics.acme_order(true);
                 log::info!(target: TARGET, "certificate for {name} issued: serial {}, not after {}; stored in {}", issued.serial, rfc3339(issued.not_after), issued.path.display());
+            }
+            // The CA was not asked (or its certificate could not be kept):
+            // tried again soon, not counted against the CA.
+            Err(error) if error.starts_with(order::STORAGE_UNAVAILABLE) => {
+                let at = now + STORAGE_RETRY.as_secs() as i64;
+                state.retry_at = Some(at);
+                log::warn!(target: TARGET, "could not obtain a certificate for {name}: {error}; next attempt at {} (in {}s)", rfc3339(at), at - now);
             }
             Err(error) => {
                 state.failures += 1;
@@ -449,6 +541,22 @@ impl AcmeIssuer {
     }
 }
 
+/// A URL with its password left out (`postgres://u:secret@h/db` gives
+/// `postgres://u@h/db`).
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// The ARI identifier of a served certificate, if it can be made.
 fn certificate_id(
     pair: &crate::certs::pair::Pair,
@@ -499,7 +607,9 @@ impl Supervised for AcmeIssuer {
         if self.settings.is_some() {
             self.health.set(ActorName::Acme, ActorState::Restarting);
         }
-        // The orders that were running went with the old context.
+        // The orders that were running went with the old context, and so
+        // did the cluster loop.
+        self.cluster = None;
         for state in self.states.values_mut() {
             state.in_flight = false;
             state.timer = None;
@@ -558,6 +668,11 @@ impl Handler<ReconfigureAcme> for AcmeIssuer {
             }
         }
         self.apply(msg.settings);
+        if self.ca.is_none() {
+            if let Some(h) = self.cluster.take() {
+                ctx.cancel_future(h);
+            }
+        }
         if self.settings.is_some() {
             self.look_at_all(ctx);
         }

@@ -16,9 +16,9 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use tokio::sync::OnceCell;
 
 use super::client::CaClient;
-use super::storage::Storage;
-use super::{challenge, TARGET};
-use crate::certs::pair::{parse_pair, Source};
+use super::storage::{backend::LOCK_POLL, Lease, Storage};
+use super::{challenge, cluster, schedule, TARGET};
+use crate::certs::pair::{parse_pair, Source, Validity};
 use crate::certstore::CertStore;
 use crate::messages::{AcmeStored, SetChallenge};
 
@@ -31,6 +31,13 @@ const BAD_NONCE: &str = "badNonce";
 /// How many times one order is started over after a `badNonce`.
 const BAD_NONCE_ORDERS: u32 = 5;
 
+/// How long an instance waits for another one's order of the same name
+/// before it gives up (and tries again after its backoff).
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// The start of every error that comes from the storage rather than the CA.
+pub const STORAGE_UNAVAILABLE: &str = "the storage is unavailable";
+
 /// The problem type a renewal gets when its `replaces` was used already.
 const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
 
@@ -40,6 +47,8 @@ pub struct Ca {
     pub email: String,
     pub storage: Storage,
     pub ca_file: Option<PathBuf>,
+    /// This instance's id in the storage's heartbeats.
+    pub instance: String,
     account: OnceCell<Account>,
 }
 
@@ -49,15 +58,24 @@ pub struct Issued {
     pub serial: String,
     pub not_after: i64,
     pub path: PathBuf,
+    /// Stored by another instance while this one waited for the lock.
+    pub by_another: bool,
 }
 
 impl Ca {
-    pub fn new(directory: String, email: String, storage: Storage, ca_file: Option<PathBuf>) -> Ca {
+    pub fn new(
+        directory: String,
+        email: String,
+        storage: Storage,
+        ca_file: Option<PathBuf>,
+        instance: String,
+    ) -> Ca {
         Ca {
             directory,
             email,
             storage,
             ca_file,
+            instance,
             account: OnceCell::new(),
         }
     }
@@ -74,8 +92,14 @@ impl Ca {
 
     async fn load_or_create(&self) -> Result<Account, String> {
         let dir = self.directory.clone();
-        if let Some(stored) = self.storage.load_account(&self.email)? {
-            let path = stored.json_path.display().to_string();
+        let unavailable = |e: String| format!("{STORAGE_UNAVAILABLE}: {e}");
+        if let Some(stored) = self
+            .storage
+            .load_account(&self.email)
+            .await
+            .map_err(unavailable)?
+        {
+            let path = stored.json_path.clone();
             let account = match stored.location {
                 Some(location) => Account::builder_with_http(self.http()?)
                     .from_parts(location, stored.key, dir)
@@ -93,7 +117,9 @@ impl Ca {
                             format!("cannot find the account of {path}: {}", describe(&e))
                         })?;
                     self.storage
-                        .save_account(&self.email, account.id(), &stored.key)?;
+                        .save_account(&self.email, account.id(), &stored.key)
+                        .await
+                        .map_err(unavailable)?;
                     account
                 }
             };
@@ -121,22 +147,48 @@ impl Ca {
                     describe(&e)
                 )
             })?;
-        let path =
-            self.storage
-                .save_account(&self.email, account.id(), credentials.private_key())?;
-        log::info!(target: TARGET, "created the ACME account {} for {}; stored in {}", account.id(), self.email, path.display());
+        let path = self
+            .storage
+            .save_account(&self.email, account.id(), credentials.private_key())
+            .await
+            .map_err(unavailable)?;
+        log::info!(target: TARGET, "created the ACME account {} for {}; stored in {path}", account.id(), self.email);
         Ok(account)
     }
 
     /// Orders a certificate for `name` and stores it; the cert store has
-    /// published it when this returns. `replaces` names the certificate a
-    /// renewal replaces (ARI); a CA that says it was replaced already gets
+    /// published it when this returns. `renewing` is the serial the issuer
+    /// serves and wants replaced (`None`: none served); `replaces` names
+    /// it for the CA (ARI); a CA that says it was replaced already gets
     /// the order again without it.
+    ///
+    /// The name's lock is taken first (instances sharing the storage order
+    /// each name once): an instance that finds it held waits, and then
+    /// takes what the holder stored instead of ordering.
     ///
     /// A `badNonce` that outlasts instant-acme's own three retries of one
     /// request starts the order again at once (a CA rejecting nonces is
     /// not an outage), up to [`BAD_NONCE_ORDERS`] times.
     pub async fn obtain(
+        &self,
+        store: &Addr<CertStore>,
+        name: &str,
+        renewing: Option<&str>,
+        replaces: Option<CertificateIdentifier<'static>>,
+    ) -> Result<Issued, String> {
+        let lease = self.lock(name).await?;
+        let result = match self.stored_by_another(store, name, renewing).await {
+            Some(issued) => Ok(issued),
+            None => self.obtain_locked(store, name, replaces).await,
+        };
+        if lease.lost() {
+            log::warn!(target: TARGET, "{name}: the lock was lost during the order (another instance may have ordered too)");
+        }
+        lease.release().await;
+        result
+    }
+
+    async fn obtain_locked(
         &self,
         store: &Addr<CertStore>,
         name: &str,
@@ -152,6 +204,81 @@ impl Ca {
                 other => return other,
             }
         }
+    }
+
+    /// Takes the lock of `name`'s orders, waiting while another instance
+    /// holds it.
+    async fn lock(&self, name: &str) -> Result<Lease, String> {
+        let key = Storage::order_lock_key(name);
+        let started = std::time::Instant::now();
+        let mut waited = false;
+        loop {
+            match self.storage.backend().try_lock(&key).await {
+                Ok(Some((lease, took_over))) => {
+                    if took_over {
+                        log::warn!(target: TARGET, "{name}: took over the lock of an instance that stopped refreshing it");
+                    }
+                    return Ok(lease);
+                }
+                Ok(None) => {
+                    if !waited {
+                        log::info!(target: TARGET, "{name}: another instance holds the lock; waiting for its order");
+                        waited = true;
+                    }
+                    if started.elapsed() > LOCK_WAIT {
+                        return Err(format!(
+                            "another instance has held the lock of {name} for more than {}s",
+                            LOCK_WAIT.as_secs()
+                        ));
+                    }
+                }
+                Err(e) => return Err(format!("{STORAGE_UNAVAILABLE}: {e}")),
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+
+    /// A certificate for `name` in the storage that another instance stored
+    /// (not the `renewing` one), valid and not due for renewal: published
+    /// and returned instead of a new order.
+    async fn stored_by_another(
+        &self,
+        store: &Addr<CertStore>,
+        name: &str,
+        renewing: Option<&str>,
+    ) -> Option<Issued> {
+        let (chain, key) = match self.storage.load_certificate(name).await {
+            Ok(Some(pair)) => pair,
+            Ok(None) => return None,
+            Err(e) => {
+                log::warn!(target: TARGET, "{name}: {e}");
+                return None;
+            }
+        };
+        let pair = parse_pair(name, &chain, &key, Source::Acme).ok()?;
+        let now = crate::certs::now();
+        let fresh = pair.validity(now) == Validity::Valid
+            && schedule::one_third_left(pair.not_before, pair.not_after) > now
+            && renewing != Some(pair.serial.as_str());
+        if !fresh {
+            return None;
+        }
+        if let Err(e) = self.storage.mirror(Some(name)).await {
+            log::warn!(target: TARGET, "{name}: {e}");
+        }
+        store
+            .send(AcmeStored {
+                names: vec![name.to_string()],
+            })
+            .await
+            .ok()?;
+        log::info!(target: TARGET, "{name}: another instance stored a certificate (serial {}); not ordered", pair.serial);
+        Some(Issued {
+            serial: pair.serial,
+            not_after: pair.not_after,
+            path: self.storage.cert_path(name),
+            by_another: true,
+        })
     }
 
     async fn obtain_once(
@@ -177,6 +304,7 @@ impl Ca {
         // Validation, with the challenge certificate in the snapshot for
         // exactly as long as the CA may look at it.
         let validated = self.validate(store, name, &mut order).await;
+        cluster::withdraw_challenge(&self.storage, name).await;
         store
             .send(SetChallenge {
                 name: name.to_string(),
@@ -220,7 +348,9 @@ impl Ca {
             .map_err(|e| format!("the CA sent a certificate that cannot be served: {e}"))?;
         let path = self
             .storage
-            .save_certificate(name, &chain, &key_pem, &cert_url)?;
+            .save_certificate(name, &chain, &key_pem, &cert_url)
+            .await
+            .map_err(|e| format!("{STORAGE_UNAVAILABLE}: {e}"))?;
         store
             .send(AcmeStored {
                 names: vec![name.to_string()],
@@ -231,6 +361,7 @@ impl Ca {
             serial: pair.serial,
             not_after: pair.not_after,
             path,
+            by_another: false,
         })
     }
 
@@ -262,6 +393,15 @@ impl Ca {
                 })
                 .await
                 .map_err(|e| format!("the cert store is not running: {e}"))?;
+            // Every instance behind the balancer must answer it too.
+            cluster::publish_challenge(
+                &self.storage,
+                &self.instance,
+                name,
+                challenge.key_authorization().as_str(),
+                digest.as_ref(),
+            )
+            .await?;
             log::info!(target: TARGET, "{name}: tls-alpn-01 challenge ready; asking the CA to validate");
             challenge
                 .set_ready()

@@ -18,7 +18,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::certs::atomic::{create_private_dir, sync_dir, write_atomic};
+pub mod backend;
+pub mod folder;
+pub mod lockfile;
+pub mod postgres;
+
+pub use backend::{Backend, KeyInfo, Lease};
+use folder::Folder;
 
 /// Let's Encrypt's directories (interface §9).
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -65,84 +71,142 @@ pub fn issuer_key(directory_url: &str) -> String {
     safe_key(&key)
 }
 
-/// Paths of one issuer's part of the storage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One issuer's part of the storage: its keys, the back end holding them,
+/// and the local folder the cert store reads (the storage folder itself,
+/// or the local copy of what PostgreSQL holds).
+#[derive(Debug, Clone)]
 pub struct Storage {
+    /// The local folder of certmagic's layout.
     root: PathBuf,
     issuer: String,
+    backend: Backend,
+}
+
+impl PartialEq for Storage {
+    fn eq(&self, other: &Storage) -> bool {
+        (&self.root, &self.issuer, self.backend.describe())
+            == (&other.root, &other.issuer, other.backend.describe())
+    }
 }
 
 impl Storage {
+    /// A storage folder.
     pub fn new(root: &Path, directory_url: &str) -> Storage {
+        Storage::with_backend(root, directory_url, Backend::Folder(Folder::new(root)))
+    }
+
+    /// `backend` holds the keys; `local` is where the cert store reads
+    /// them (the same folder for the folder back end).
+    pub fn with_backend(local: &Path, directory_url: &str, backend: Backend) -> Storage {
         Storage {
-            root: root.to_path_buf(),
+            root: local.to_path_buf(),
             issuer: issuer_key(directory_url),
+            backend,
         }
     }
 
-    /// `certificates/<issuer>`: one folder per name below it.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Whether the keys live elsewhere than the local folder.
+    pub fn is_remote(&self) -> bool {
+        !matches!(self.backend, Backend::Folder(_))
+    }
+
+    /// `certificates/<issuer>` in the local folder: one folder per name.
     pub fn certificates_dir(&self) -> PathBuf {
         self.root.join("certificates").join(&self.issuer)
     }
 
+    /// `certificates/<issuer>` as a key prefix.
+    pub fn certificates_prefix(&self) -> String {
+        format!("certificates/{}", self.issuer)
+    }
+
     /// `certificates/<issuer>/<name>/<name>` without an extension.
-    fn cert_base(&self, name: &str) -> PathBuf {
+    fn cert_key_base(&self, name: &str) -> String {
         let name = safe_key(name);
-        self.certificates_dir().join(&name).join(name)
+        format!("{}/{name}/{name}", self.certificates_prefix())
     }
 
     pub fn cert_path(&self, name: &str) -> PathBuf {
-        self.cert_base(name).with_ext("crt")
+        Folder::new(&self.root).path(&format!("{}.crt", self.cert_key_base(name)))
+    }
+
+    /// The lock of one name's orders (certmagic's `issue_cert_<name>`).
+    pub fn order_lock_key(name: &str) -> String {
+        format!("issue_cert_{}", safe_key(name))
+    }
+
+    /// `acme/<issuer>/challenge_tokens`: the TLS-ALPN-01 challenges being
+    /// validated, for every instance to serve.
+    pub fn challenges_prefix(&self) -> String {
+        format!("acme/{}/challenge_tokens", self.issuer)
+    }
+
+    pub fn challenge_key(&self, name: &str) -> String {
+        format!("{}/{}.json", self.challenges_prefix(), safe_key(name))
+    }
+
+    /// `instances/<id>.json`: each running instance's heartbeat.
+    pub const INSTANCES_PREFIX: &'static str = "instances";
+
+    pub fn instance_key(id: &str) -> String {
+        format!("{}/{}.json", Storage::INSTANCES_PREFIX, safe_key(id))
     }
 
     /// `acme/<issuer>/users/<email>/<local part>` without an extension; an
     /// empty e-mail is certmagic's `default/default`.
-    fn account_base(&self, email: &str) -> PathBuf {
+    fn account_key_base(&self, email: &str) -> String {
         let (folder, local) = if email.is_empty() {
             ("default".to_string(), "default".to_string())
         } else {
             let local = email.split_once('@').map_or(email, |(l, _)| l);
             (safe_key(email), safe_key(local))
         };
-        self.root
-            .join("acme")
-            .join(&self.issuer)
-            .join("users")
-            .join(folder)
-            .join(local)
+        format!("acme/{}/users/{folder}/{local}", self.issuer)
+    }
+
+    /// Where a key is shown to the operator: its file, or the back end and
+    /// the key.
+    pub fn show(&self, key: &str) -> String {
+        match &self.backend {
+            Backend::Folder(f) => f.path(key).display().to_string(),
+            other => format!("{} key {key}", other.describe()),
+        }
     }
 
     /// Reads the stored account for `email`, if there is one.
-    pub fn load_account(&self, email: &str) -> Result<Option<StoredAccount>, String> {
-        let base = self.account_base(email);
-        let (json_path, key_path) = (base.with_ext("json"), base.with_ext("key"));
-        let json = match std::fs::read(&json_path) {
-            Ok(j) => j,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", json_path.display())),
+    pub async fn load_account(&self, email: &str) -> Result<Option<StoredAccount>, String> {
+        let base = self.account_key_base(email);
+        let (json_key, key_key) = (format!("{base}.json"), format!("{base}.key"));
+        let Some(json) = self.backend.load(&json_key).await? else {
+            return Ok(None);
         };
         let meta: AccountJson = serde_json::from_slice(&json)
-            .map_err(|e| format!("{} is not an account: {e}", json_path.display()))?;
-        let key_pem = std::fs::read(&key_path)
-            .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
-        let key = pkcs8_from_pem(&key_pem).map_err(|e| format!("{}: {e}", key_path.display()))?;
+            .map_err(|e| format!("{} is not an account: {e}", self.show(&json_key)))?;
+        let key_pem = self
+            .backend
+            .load(&key_key)
+            .await?
+            .ok_or_else(|| format!("{} is missing", self.show(&key_key)))?;
+        let key = pkcs8_from_pem(&key_pem).map_err(|e| format!("{}: {e}", self.show(&key_key)))?;
         Ok(Some(StoredAccount {
             location: meta.location.filter(|l| !l.is_empty()),
             key,
-            json_path,
+            json_path: self.show(&json_key),
         }))
     }
 
     /// Stores an account: the key first (0600), then the JSON naming it.
-    pub fn save_account(
+    pub async fn save_account(
         &self,
         email: &str,
         location: &str,
         key: &PrivatePkcs8KeyDer<'_>,
-    ) -> Result<PathBuf, String> {
-        let base = self.account_base(email);
-        let dir = base.parent().unwrap_or(&self.root).to_path_buf();
-        create_private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    ) -> Result<String, String> {
+        let base = self.account_key_base(email);
         let key_pem = pem("PRIVATE KEY", key.secret_pkcs8_der());
         let json = AccountJson {
             status: Some("valid".into()),
@@ -155,27 +219,25 @@ impl Storage {
             location: Some(location.to_string()),
         };
         let json = serde_json::to_vec_pretty(&json).map_err(|e| e.to_string())?;
-        let (json_path, key_path) = (base.with_ext("json"), base.with_ext("key"));
-        write_atomic(&key_path, key_pem.as_bytes(), 0o600)
-            .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
-        write_atomic(&json_path, &json, 0o600)
-            .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
-        sync_dir(&dir);
-        Ok(json_path)
+        let json_key = format!("{base}.json");
+        self.backend
+            .store(&format!("{base}.key"), key_pem.as_bytes())
+            .await?;
+        self.backend.store(&json_key, &json).await?;
+        Ok(self.show(&json_key))
     }
 
     /// Stores an issued certificate: key, then JSON, then the chain last,
     /// so that a watcher that sees `<name>.crt` change finds its key there.
-    pub fn save_certificate(
+    /// With a remote back end, the local copy is written too.
+    pub async fn save_certificate(
         &self,
         name: &str,
         chain_pem: &str,
         key_pem: &str,
         cert_url: &str,
     ) -> Result<PathBuf, String> {
-        let base = self.cert_base(name);
-        let dir = base.parent().unwrap_or(&self.root).to_path_buf();
-        create_private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let base = self.cert_key_base(name);
         let meta = CertJson {
             sans: vec![name.to_string()],
             issuer_data: IssuerData {
@@ -183,32 +245,82 @@ impl Storage {
             },
         };
         let meta = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
-        let crt = base.with_ext("crt");
-        for (path, content, mode) in [
-            (base.with_ext("key"), key_pem.as_bytes(), 0o600),
-            (base.with_ext("json"), &meta[..], 0o600),
-            (crt.clone(), chain_pem.as_bytes(), 0o600),
-        ] {
-            write_atomic(&path, content, mode)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let files = [
+            (format!("{base}.key"), key_pem.as_bytes()),
+            (format!("{base}.json"), &meta[..]),
+            (format!("{base}.crt"), chain_pem.as_bytes()),
+        ];
+        for (key, content) in &files {
+            self.backend.store(key, content).await?;
         }
-        sync_dir(&dir);
-        Ok(crt)
+        if self.is_remote() {
+            let local = Folder::new(&self.root);
+            for (key, content) in &files {
+                local.store(key, content, true)?;
+            }
+        }
+        Ok(self.cert_path(name))
     }
-}
 
-/// `path` + `.ext`: names hold dots (`a.test`), so `with_extension` would
-/// cut them.
-trait WithExt {
-    fn with_ext(&self, ext: &str) -> PathBuf;
-}
+    /// The stored chain and key of `name`, if both are there.
+    pub async fn load_certificate(&self, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+        let base = self.cert_key_base(name);
+        let Some(chain) = self.backend.load(&format!("{base}.crt")).await? else {
+            return Ok(None);
+        };
+        let Some(key) = self.backend.load(&format!("{base}.key")).await? else {
+            return Ok(None);
+        };
+        Ok(Some((chain, key)))
+    }
 
-impl WithExt for Path {
-    fn with_ext(&self, ext: &str) -> PathBuf {
-        let mut s = self.as_os_str().to_os_string();
-        s.push(".");
-        s.push(ext);
-        PathBuf::from(s)
+    /// Copies what the remote back end holds under `certificates/<issuer>`
+    /// (or under one name's folder) into the local folder, removing local
+    /// files the back end no longer has. Nothing to do for a folder.
+    /// Returns the names (folder names) whose files changed.
+    pub async fn mirror(&self, name: Option<&str>) -> Result<Vec<String>, String> {
+        if !self.is_remote() {
+            return Ok(Vec::new());
+        }
+        let prefix = match name {
+            Some(n) => format!("{}/{}", self.certificates_prefix(), safe_key(n)),
+            None => self.certificates_prefix(),
+        };
+        let local = Folder::new(&self.root);
+        let remote: Vec<String> = self.backend.list(&prefix).await?;
+        let prefix_len = self.certificates_prefix().len() + 1;
+        let mut changed: Vec<String> = Vec::new();
+        let mut note = |key: &str| {
+            let name = key[prefix_len..]
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if !name.is_empty() && !changed.contains(&name) {
+                changed.push(name);
+            }
+        };
+        // Key and JSON before the chain, as [`Storage::save_certificate`]
+        // writes them, so that the watcher never pairs a new chain with an
+        // old key for longer than it waits.
+        let mut ordered = remote.clone();
+        ordered.sort_by_key(|k| k.ends_with(".crt"));
+        for key in &ordered {
+            let Some(value) = self.backend.load(key).await? else {
+                continue;
+            };
+            if local.load(key)?.as_deref() != Some(&value[..]) {
+                local.store(key, &value, true)?;
+                note(key);
+            }
+        }
+        for key in local.list(&prefix)? {
+            if !remote.contains(&key) {
+                local.delete(&key)?;
+                note(&key);
+            }
+        }
+        Ok(changed)
     }
 }
 
@@ -218,7 +330,8 @@ pub struct StoredAccount {
     /// The account URL (`location`), when the JSON has one.
     pub location: Option<String>,
     pub key: PrivatePkcs8KeyDer<'static>,
-    pub json_path: PathBuf,
+    /// Where it is, for log lines.
+    pub json_path: String,
 }
 
 /// The account JSON as certmagic writes it (its other fields are kept out:
@@ -355,17 +468,23 @@ mod tests {
             Path::new("/st/certificates/127.0.0.1-14000-dir/a.test/a.test.crt")
         );
         assert_eq!(
-            s.account_base("admin@example.test"),
-            Path::new("/st/acme/127.0.0.1-14000-dir/users/admin@example.test/admin")
+            s.account_key_base("admin@example.test"),
+            "acme/127.0.0.1-14000-dir/users/admin@example.test/admin"
         );
         assert_eq!(
-            s.account_base("first.last@example.test").with_ext("json"),
-            Path::new("/st/acme/127.0.0.1-14000-dir/users/first.last@example.test/first.last.json")
+            s.account_key_base("first.last@example.test"),
+            "acme/127.0.0.1-14000-dir/users/first.last@example.test/first.last"
         );
         assert_eq!(
-            s.account_base(""),
-            Path::new("/st/acme/127.0.0.1-14000-dir/users/default/default")
+            s.account_key_base(""),
+            "acme/127.0.0.1-14000-dir/users/default/default"
         );
+        assert_eq!(
+            s.challenge_key("A.test"),
+            "acme/127.0.0.1-14000-dir/challenge_tokens/a.test.json"
+        );
+        assert_eq!(Storage::order_lock_key("a.test"), "issue_cert_a.test");
+        assert_eq!(Storage::instance_key("h-1/x"), "instances/h-1x.json");
     }
 
     #[test]
@@ -405,20 +524,22 @@ mod tests {
         pkcs8[at + skip..at + skip + len].to_vec()
     }
 
-    #[test]
-    fn accounts_and_certificates_round_trip_with_private_modes() {
+    #[tokio::test]
+    async fn accounts_and_certificates_round_trip_with_private_modes() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::new(dir.path(), "https://127.0.0.1:14000/dir");
-        assert!(s.load_account("me@a.test").unwrap().is_none());
+        assert!(s.load_account("me@a.test").await.unwrap().is_none());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let der = PrivatePkcs8KeyDer::from(key.serialize_der());
         s.save_account("me@a.test", "https://ca/acct/1", &der)
+            .await
             .unwrap();
-        let back = s.load_account("me@a.test").unwrap().unwrap();
+        let back = s.load_account("me@a.test").await.unwrap().unwrap();
         assert_eq!(back.location.as_deref(), Some("https://ca/acct/1"));
         assert_eq!(back.key.secret_pkcs8_der(), der.secret_pkcs8_der());
         let crt = s
             .save_certificate("a.test", "CHAIN", "KEY", "https://ca/cert/1")
+            .await
             .unwrap();
         assert_eq!(crt, s.cert_path("a.test"));
         assert!(crt.ends_with("a.test/a.test.crt"));
@@ -437,21 +558,21 @@ mod tests {
         assert_eq!(json["sans"][0], "a.test");
     }
 
-    #[test]
-    fn a_certmagic_account_is_read_as_it_is() {
+    #[tokio::test]
+    async fn a_certmagic_account_is_read_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::new(dir.path(), "https://127.0.0.1:14000/dir");
-        let base = s.account_base("");
+        let base = dir.path().join(s.account_key_base(""));
         std::fs::create_dir_all(base.parent().unwrap()).unwrap();
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let sec1 = extract_sec1(&key.serialize_der());
-        std::fs::write(base.with_ext("key"), pem("EC PRIVATE KEY", &sec1)).unwrap();
+        std::fs::write(base.with_extension("key"), pem("EC PRIVATE KEY", &sec1)).unwrap();
         std::fs::write(
-            base.with_ext("json"),
+            base.with_extension("json"),
             r#"{"status":"valid","termsOfServiceAgreed":true,"orders":"https://ca/o","location":"https://ca/my-account/1"}"#,
         )
         .unwrap();
-        let acct = s.load_account("").unwrap().unwrap();
+        let acct = s.load_account("").await.unwrap().unwrap();
         assert_eq!(acct.location.as_deref(), Some("https://ca/my-account/1"));
     }
 }

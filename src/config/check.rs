@@ -402,6 +402,38 @@ fn host_name(name: &str) -> Option<String> {
     ok.then_some(name)
 }
 
+/// Whether `storage_location` names PostgreSQL rather than a folder.
+fn is_postgres_url(value: &str) -> bool {
+    let v = value.trim_start();
+    v.starts_with("postgres://") || v.starts_with("postgresql://")
+}
+
+/// `storage_location` as a PostgreSQL URL: `$VAR`s expanded (so that the
+/// password comes from the environment), a host required. The expanded
+/// URL is never printed (it may hold the password).
+fn postgres_url(value: &str, home: &Path) -> Result<String, String> {
+    let home_str = home.to_string_lossy().into_owned();
+    let lookup = move |name: &str| {
+        if name == "CL_HOME" {
+            Some(home_str.clone())
+        } else {
+            std::env::var(name).ok()
+        }
+    };
+    let url = super::expand::expand_vars(value.trim(), &lookup)
+        .map_err(|var| format!("uses ${var}, which is not set in the environment"))?;
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() || rest.chars().any(char::is_whitespace) {
+        return Err(
+            "is not a PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                .to_string(),
+        );
+    }
+    Ok(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,36 +465,4 @@ mod tests {
         assert_eq!(host_name("http://a"), None);
         assert_eq!(host_name(""), None);
     }
-}
-
-/// Whether `storage_location` names PostgreSQL rather than a folder.
-fn is_postgres_url(value: &str) -> bool {
-    let v = value.trim_start();
-    v.starts_with("postgres://") || v.starts_with("postgresql://")
-}
-
-/// `storage_location` as a PostgreSQL URL: `$VAR`s expanded (so that the
-/// password comes from the environment), a host required. The expanded
-/// URL is never printed (it may hold the password).
-fn postgres_url(value: &str, home: &Path) -> Result<String, String> {
-    let home_str = home.to_string_lossy().into_owned();
-    let lookup = move |name: &str| {
-        if name == "CL_HOME" {
-            Some(home_str.clone())
-        } else {
-            std::env::var(name).ok()
-        }
-    };
-    let url = super::expand::expand_vars(value.trim(), &lookup)
-        .map_err(|var| format!("uses ${var}, which is not set in the environment"))?;
-    let rest = url.split_once("://").map_or("", |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host.is_empty() || rest.chars().any(char::is_whitespace) {
-        return Err(
-            "is not a PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-                .to_string(),
-        );
-    }
-    Ok(url)
 }

@@ -14,10 +14,27 @@ use crate::config::Loaded;
 pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
     let https = &loaded.settings.https;
     let now = clace_actors::certs::now();
+    // With PostgreSQL, what the database holds, copied into a folder of
+    // this command's own (not an instance's local copy, which may lag).
+    let copy = match &https.storage_postgres {
+        None => None,
+        Some(url) => match PostgresCopy::fetch(url) {
+            Ok(copy) => Some(copy),
+            Err(e) => {
+                eprintln!("clace: https.storage_location: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let storage_root = copy
+        .as_ref()
+        .map_or_else(|| https.storage_location.clone(), |c| c.root.clone());
     if let Some(name) = name {
         // ACME certificates count (step 3) when ACME is enabled.
-        let acme =
-            AcmeSettings::from_settings(&loaded.settings, None).map(|a| a.certificates_dir());
+        let acme = AcmeSettings::from_settings(&loaded.settings, None).map(|mut a| {
+            a.storage_location = storage_root.clone();
+            a.certificates_dir()
+        });
         let snapshot = read_folder(
             &https.cert_location,
             acme.as_deref(),
@@ -54,7 +71,7 @@ pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
     }
     let mut infos: Vec<CertInfo> = inventory::scan_folder(&https.cert_location, Source::File, now);
     infos.extend(inventory::scan_pairs(
-        inventory::all_managed_pair_files(&https.acme_certificates()),
+        inventory::all_managed_pair_files(&storage_root.join("certificates")),
         Source::Acme,
         now,
     ));
@@ -67,6 +84,41 @@ pub fn run(loaded: &Loaded, json: bool, name: Option<&str>) -> ExitCode {
             print!("{}", inventory::render_table(&infos));
         }
         ExitCode::SUCCESS
+    }
+}
+
+/// The `certificates/` keys of a PostgreSQL storage, copied into a
+/// temporary folder that goes when this is dropped.
+struct PostgresCopy {
+    root: std::path::PathBuf,
+}
+
+impl PostgresCopy {
+    fn fetch(url: &str) -> Result<PostgresCopy, String> {
+        use clace_actors::acme::storage::{folder::Folder, postgres::Postgres, Backend};
+        let root = std::env::temp_dir().join(format!("clace-certs-{}", std::process::id()));
+        let copy = PostgresCopy { root };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let local = Folder::new(&copy.root);
+        runtime.block_on(async {
+            let backend = Backend::Postgres(Postgres::connect(url)?);
+            for key in backend.list("certificates").await? {
+                if let Some(value) = backend.load(&key).await? {
+                    local.store(&key, &value, false)?;
+                }
+            }
+            Ok::<(), String>(())
+        })?;
+        Ok(copy)
+    }
+}
+
+impl Drop for PostgresCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

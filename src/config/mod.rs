@@ -417,6 +417,31 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_storage_is_a_url_with_vars_expanded_and_a_local_cache() {
+        let l = load_str(
+            "[https]\nstorage_location = \"postgres://clace:$CL_HOME@db.test:5433/clace\"\n",
+            &[],
+        )
+        .expect("postgres storage");
+        let https = &l.settings.https;
+        let url = https.storage_postgres.as_deref().expect("a URL");
+        assert!(url.starts_with("postgres://clace:/"), "{url}");
+        assert!(url.ends_with("@db.test:5433/clace"), "{url}");
+        assert!(https.storage_location.ends_with("run/storage-cache"));
+        // What `clace check` prints keeps the $VAR, not the password.
+        assert!(l.effective.https.storage_location.contains("$CL_HOME"));
+
+        let folder = load_str("", &[]).expect("defaults");
+        assert_eq!(folder.settings.https.storage_postgres, None);
+
+        let bad = load_str("[https]\nstorage_location = \"postgres:///nohost\"\n", &[])
+            .err()
+            .expect("refused");
+        assert!(bad.to_string().contains("storage_location"), "{bad}");
+        assert!(bad.to_string().contains("not a PostgreSQL URL"), "{bad}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_a_suggestion() {
         let e = load_str("[http]\nprot = 1\n", &[]).expect_err("unknown");
         assert!(e.0.contains("http.prot"), "{e}");

@@ -435,8 +435,7 @@ mod tests {
         assert_eq!(folder.settings.https.storage_postgres, None);
 
         let bad = load_str("[https]\nstorage_location = \"postgres:///nohost\"\n", &[])
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(bad.to_string().contains("storage_location"), "{bad}");
         assert!(bad.to_string().contains("not a PostgreSQL URL"), "{bad}");
     }

@@ -65,15 +65,23 @@ pub struct Heartbeat {
     pub challenges: BTreeMap<String, String>,
 }
 
-/// This instance's id: host, process and a random part.
-pub fn instance_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
+/// This instance's id: the host name and the HTTPS port, which two
+/// instances on one host cannot share, so that a restarted instance keeps
+/// its id and its heartbeat file (no file left behind per restart).
+/// Without HTTPS (no challenge can be answered anyway), the process id.
+pub fn instance_id(https_port: Option<u16>) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{host}-{}-{:08x}", std::process::id(), h.finish() as u32)
+    let host = if host.is_empty() {
+        "localhost".into()
+    } else {
+        host
+    };
+    match https_port {
+        Some(port) => format!("{host}-{port}"),
+        None => format!("{host}-pid{}", std::process::id()),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -390,7 +398,8 @@ mod tests {
 
     #[test]
     fn instance_ids_are_one_storage_key_component() {
-        let id = instance_id();
+        let id = instance_id(Some(443));
+        assert!(id.ends_with("-443"), "{id}");
         assert!(Storage::instance_key(&id).ends_with(".json"));
         assert!(!Storage::instance_key(&id)["instances/".len()..].contains('/'));
     }

@@ -187,7 +187,7 @@ impl AcmeIssuer {
             metrics,
             ari_supported: None,
             look_pending: false,
-            instance: cluster::instance_id(),
+            instance: cluster::instance_id(settings.as_ref().and_then(|s| s.https_port)),
             cluster: None,
             cluster_stale: false,
         };

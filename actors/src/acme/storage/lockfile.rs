@@ -50,20 +50,30 @@ fn rfc3339_nanos(t: time::OffsetDateTime) -> String {
 }
 
 /// Whether a lock file's content says it is abandoned at `now`: not
-/// refreshed for [`STALE_AFTER`], or not a lock file at all (certmagic
-/// treats an unreadable lock as stale too, else one bad byte would block a
-/// name for ever).
-pub fn is_stale(content: &[u8], now: time::OffsetDateTime) -> bool {
-    let Ok(meta) = serde_json::from_slice::<LockMeta>(content) else {
-        return true;
-    };
-    let Ok(updated) = time::OffsetDateTime::parse(
+/// refreshed for [`STALE_AFTER`]. `None` when the content is no lock at
+/// all (empty while its creator writes it, or damaged).
+pub fn is_stale(content: &[u8], now: time::OffsetDateTime) -> Option<bool> {
+    let meta = serde_json::from_slice::<LockMeta>(content).ok()?;
+    let updated = time::OffsetDateTime::parse(
         &meta.updated,
         &time::format_description::well_known::Rfc3339,
-    ) else {
-        return true;
-    };
-    now - updated > STALE_AFTER
+    )
+    .ok()?;
+    Some(now - updated > STALE_AFTER)
+}
+
+/// Whether the lock file at `path` (read as `content`) is abandoned: by
+/// its `updated` stamp, or, when it holds no lock (being written, or
+/// damaged), by its age on disk, so that a file just created is never
+/// taken for stale and a damaged one does not block the name for ever.
+fn file_is_stale(path: &Path, content: &[u8]) -> bool {
+    is_stale(content, time::OffsetDateTime::now_utc()).unwrap_or_else(|| {
+        fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER)
+    })
 }
 
 /// A lock file held by this process.
@@ -105,7 +115,7 @@ pub fn try_take(path: &Path) -> io::Result<(Attempt, bool)> {
         }
         Err(e) => return Err(e),
     };
-    if !is_stale(&content, time::OffsetDateTime::now_utc()) {
+    if !file_is_stale(path, &content) {
         return Ok((Attempt::Busy, false));
     }
     // Stale: whoever takes `<lock>.takeover` (O_EXCL) may replace it; the
@@ -135,13 +145,11 @@ pub fn try_take(path: &Path) -> io::Result<(Attempt, bool)> {
         Err(e) => return Err(e),
     }
     let result = (|| {
-        let again = match fs::read(path) {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        match fs::read(path) {
+            Ok(again) if !file_is_stale(path, &again) => return Ok((Attempt::Busy, false)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
-        };
-        if !again.is_empty() && !is_stale(&again, time::OffsetDateTime::now_utc()) {
-            return Ok((Attempt::Busy, false));
         }
         match fs::remove_file(path) {
             Ok(()) => {}
@@ -239,9 +247,9 @@ mod tests {
     fn fresh_and_stale_by_the_updated_stamp() {
         let now = time::OffsetDateTime::now_utc();
         let fresh = serde_json::to_vec(&LockMeta::now()).unwrap();
-        assert!(!is_stale(&fresh, now));
-        assert!(is_stale(&fresh, now + Duration::from_secs(11)));
-        assert!(is_stale(&stale_meta(), now));
+        assert_eq!(is_stale(&fresh, now), Some(false));
+        assert_eq!(is_stale(&fresh, now + Duration::from_secs(11)), Some(true));
+        assert_eq!(is_stale(&stale_meta(), now), Some(true));
         // certmagic's own format (Go's RFC3339Nano, local offset).
         let go = br#"{"created":"2026-12-03T10:00:00.123456789+01:00","updated":"2026-12-03T10:00:04.5+01:00"}"#;
         let at = time::OffsetDateTime::parse(
@@ -249,9 +257,25 @@ mod tests {
             &time::format_description::well_known::Rfc3339,
         )
         .unwrap();
-        assert!(!is_stale(go, at));
-        assert!(is_stale(go, at + Duration::from_secs(5)));
-        assert!(is_stale(b"not json", now));
+        assert_eq!(is_stale(go, at), Some(false));
+        assert_eq!(is_stale(go, at + Duration::from_secs(5)), Some(true));
+        assert_eq!(is_stale(b"", now), None);
+    }
+
+    #[test]
+    fn a_lock_being_written_is_not_stale_and_an_old_damaged_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("issue_cert_a.test.lock");
+        fs::write(&path, b"").unwrap();
+        assert!(matches!(try_take(&path).unwrap().0, Attempt::Busy));
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(matches!(try_take(&path).unwrap().0, Attempt::Taken(_)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod util;
 
 mod acme;
+mod cluster;
 
 mod cli;
 mod config;

@@ -7,8 +7,10 @@
 
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod http;
 pub mod pebble;
+pub mod postgres;
 pub mod upstream;
 pub mod ws;
 

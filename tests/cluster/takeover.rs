@@ -23,19 +23,32 @@ fn folder_kill_9_of_the_lock_holder_mid_order_another_instance_completes_the_nam
     let mut cluster = Cluster::new(Store::folder(), &[NAME], |o| o);
     cluster.start_all();
 
-    // The first instance to say it orders holds the lock: kill it at once.
+    // Every instance logs that it orders, then tries the lock: the one
+    // that got it is the one that did not log that it waits. Kill it at
+    // once, in the middle of its order.
     let ordering = ["ordering a certificate for", NAME];
+    let waiting = ["another instance holds the lock", NAME];
     let mut holder = None;
     wait_until(ISSUE_DEADLINE, || {
-        holder = cluster
-            .nodes
-            .iter()
-            .position(|n| n.stderr_lines().iter().any(|l| has_words(l, &ordering)));
+        let logged = |words: &[&str]| -> Vec<bool> {
+            cluster
+                .nodes
+                .iter()
+                .map(|n| n.stderr_lines().iter().any(|l| has_words(l, words)))
+                .collect()
+        };
+        let (ordered, waited) = (logged(&ordering), logged(&waiting));
+        let holders: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&i| ordered[i] && !waited[i])
+            .collect();
+        let waiters = waited.iter().filter(|&&w| w).count();
+        holder = (waiters == cluster.nodes.len() - 1 && holders.len() == 1).then(|| holders[0]);
         holder.is_some()
     });
     let Some(holder) = holder else {
         panic!(
-            "no instance logged {ordering:?} within {ISSUE_DEADLINE:?}{}",
+            "no lock holder for {NAME} within {ISSUE_DEADLINE:?}: expected one instance to log \
+             {ordering:?} and each other to log {waiting:?}{}",
             cluster.diag()
         );
     };
@@ -51,7 +64,7 @@ fn folder_kill_9_of_the_lock_holder_mid_order_another_instance_completes_the_nam
     assert!(
         !finished && cluster.pebble.issued() == 0,
         "inconclusive: instance #{holder} completed its order before the SIGKILL that followed \
-         its ordering line{}",
+         the others' waiting lines{}",
         cluster.diag()
     );
 
@@ -109,12 +122,13 @@ fn folder_kill_9_of_the_lock_holder_mid_order_another_instance_completes_the_nam
             "both survivors serve one certificate"
         );
     }
+    let took_over = ["took over", "lock", NAME];
     assert!(
         survivors.iter().any(|&i| cluster.nodes[i]
             .stderr_lines()
             .iter()
-            .any(|l| has_words(l, &ordering))),
-        "a survivor ordered {NAME} itself; {}{}",
+            .any(|l| has_words(l, &took_over))),
+        "a survivor logged {took_over:?}; {}{}",
         cluster.orderers(),
         cluster.diag()
     );

@@ -122,14 +122,6 @@ impl AcmeSettings {
     pub fn certificates_dir(&self) -> PathBuf {
         Storage::new(&self.storage_location, &self.directory_url).certificates_dir()
     }
-
-    /// Where the storage is, for log lines (no password).
-    pub fn storage_description(&self) -> String {
-        match &self.storage_postgres {
-            None => self.storage_location.display().to_string(),
-            Some(url) => without_password(url),
-        }
-    }
 }
 
 /// What the issuer knows of one managed name.
@@ -267,7 +259,9 @@ impl AcmeIssuer {
             "ACME issuer: directory {}, account {}, storage {}, instance {}, names [{}]",
             s.directory_url,
             s.email,
-            s.storage_description(),
+            self.ca
+                .as_ref()
+                .map_or_else(|| "(none)".to_string(), |ca| ca.storage.backend().describe()),
             self.instance,
             self.names.join(", ")
         );
@@ -538,22 +532,6 @@ impl AcmeIssuer {
                 cert: None,
             });
         }
-    }
-}
-
-/// A URL with its password left out (`postgres://u:secret@h/db` gives
-/// `postgres://u@h/db`).
-pub fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(u, _)| u);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => url.to_string(),
     }
 }
 

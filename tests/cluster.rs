@@ -40,7 +40,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::acme::{count_lines, is_pebble, EMAIL};
-use crate::tls_util::{facts, file_serial, handshake, pem_certs, CertFacts, Tls};
+use crate::tls_util::{facts, handshake, pem_certs, CertFacts, Tls};
 use crate::util::haproxy::HaProxy;
 use crate::util::pebble::{free_port, tail, Pebble, PebbleOptions};
 use crate::util::postgres::{Postgres, PASSWORD_VAR};
@@ -112,34 +112,49 @@ impl Store {
         }
     }
 
-    /// The certificate stored for `name` under `issuer`, if any.
-    pub fn stored(&self, issuer: &str, name: &str) -> Option<Stored> {
+    /// The certificate stored for `name` under `issuer`, or why none is
+    /// found.
+    pub fn stored(&self, issuer: &str, name: &str) -> Result<Stored, String> {
         let base = format!("certificates/{issuer}/{name}/{name}");
+        let serial_of = |pem: &[u8], what: &str| {
+            let chain = pem_certs(pem);
+            let leaf = chain
+                .first()
+                .ok_or(format!("{what} holds no certificate"))?;
+            Ok::<_, String>(facts(leaf).serial)
+        };
         match self {
             Store::Folder(dir) => {
                 let crt = dir.path().join(format!("{base}.crt"));
                 let key = dir.path().join(format!("{base}.key"));
-                let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-                Some(Stored {
-                    serial: file_serial(&crt)?,
+                let mtime = |p: &Path| {
+                    fs::metadata(p)
+                        .and_then(|m| m.modified())
+                        .map_err(|e| format!("{}: {e}", p.display()))
+                };
+                let pem = fs::read(&crt).map_err(|e| format!("{}: {e}", crt.display()))?;
+                Ok(Stored {
+                    serial: serial_of(&pem, &crt.display().to_string())?,
                     at: mtime(&crt)?.max(mtime(&key)?),
                 })
             }
             Store::Postgres(pg) => {
-                let row = pg
-                    .try_psql(&format!(
-                        "SELECT extract(epoch FROM max(modified)), \
-                         encode(max(value) FILTER (WHERE key LIKE '%.crt'), 'hex') \
-                         FROM clace_storage WHERE key IN ('{base}.crt', '{base}.key') \
-                         HAVING count(*) = 2"
-                    ))
-                    .ok()?;
-                let (epoch, hex) = row.trim().split_once('|')?;
-                let pem = unhex(hex)?;
-                let chain = pem_certs(&pem);
-                Some(Stored {
-                    serial: facts(chain.first()?).serial,
-                    at: UNIX_EPOCH + Duration::from_secs_f64(epoch.parse().ok()?),
+                let row = pg.try_psql(&format!(
+                    "SELECT extract(epoch FROM max(modified)), \
+                     encode((array_agg(value) FILTER (WHERE key = '{base}.crt'))[1], 'hex') \
+                     FROM clace_storage WHERE key IN ('{base}.crt', '{base}.key') \
+                     HAVING count(*) = 2"
+                ))?;
+                let (epoch, hex) = row.trim().split_once('|').ok_or(format!(
+                    "no rows {base}.crt and {base}.key in clace_storage"
+                ))?;
+                let pem = unhex(hex).ok_or(format!("{base}.crt: bad hex from psql"))?;
+                let epoch: f64 = epoch
+                    .parse()
+                    .map_err(|e| format!("modified {epoch:?}: {e}"))?;
+                Ok(Stored {
+                    serial: serial_of(&pem, &format!("{base}.crt"))?,
+                    at: UNIX_EPOCH + Duration::from_secs_f64(epoch),
                 })
             }
         }
@@ -299,15 +314,15 @@ impl Cluster {
     }
 
     /// The certificate the storage holds for `name`.
-    pub fn stored(&self, name: &str) -> Option<Stored> {
+    pub fn stored(&self, name: &str) -> Result<Stored, String> {
         self.store.stored(&self.issuer(), name)
     }
 
     /// The certificate the storage holds for `name`; panics if none.
     pub fn must_be_stored(&self, name: &str) -> Stored {
-        self.stored(name).unwrap_or_else(|| {
+        self.stored(name).unwrap_or_else(|why| {
             panic!(
-                "no certificate stored for {name} (issuer {}){}",
+                "no certificate stored for {name} (issuer {}): {why}{}",
                 self.issuer(),
                 self.diag()
             )

@@ -38,21 +38,22 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
     let settings = &loaded.settings;
     let mut bound = Bound::default();
     let mut urls = Vec::new();
+    let mut sockets = Vec::new();
     for (scheme, host, port) in [
         ("http", &settings.http.host, settings.http.port),
         ("https", &settings.https.host, settings.https.port),
     ] {
         let Port::Bind(port) = port else { continue };
-        match listener::bind(host, port) {
+        match listener::bind_only(host, port) {
             Ok(socket) => {
-                let real = socket.local_addr().map(|a| a.port()).unwrap_or(port);
+                let real = socket
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .map_or(port, |a| a.port());
                 log::info!(target: TARGET, "bound {scheme} to {host}:{real}");
                 urls.push(format!("{scheme}://{host}:{real}"));
-                if scheme == "http" {
-                    bound.http = Some(socket);
-                } else {
-                    bound.https = Some(socket);
-                }
+                sockets.push((scheme, real, socket));
             }
             Err(e) => {
                 eprintln!("clace: cannot bind the {scheme} listener to {host}:{port}: {e}");
@@ -61,6 +62,26 @@ async fn run(loaded: Loaded, cli_file: Option<PathBuf>) -> ExitCode {
                         eprintln!("{help}");
                     }
                 }
+                return ExitCode::from(1);
+            }
+        }
+    }
+    // Instances sharing an ACME storage: this one is announced before a
+    // balancer can reach its HTTPS port (a refused connection goes to
+    // another instance meanwhile).
+    let https_port = sockets
+        .iter()
+        .find(|(scheme, ..)| *scheme == "https")
+        .map(|(_, port, _)| *port);
+    if let Some(acme) = clace_actors::acme::AcmeSettings::from_settings(settings, https_port) {
+        clace_actors::acme::cluster::announce_at_start(&acme);
+    }
+    for (scheme, _, socket) in sockets {
+        match listener::listen(socket) {
+            Ok(l) if scheme == "http" => bound.http = Some(l),
+            Ok(l) => bound.https = Some(l),
+            Err(e) => {
+                eprintln!("clace: cannot listen on the {scheme} socket: {e}");
                 return ExitCode::from(1);
             }
         }

@@ -51,6 +51,12 @@ impl Default for Limits {
 /// Binds `host:port` (port 0: any free port), with `SO_REUSEADDR` so a
 /// restarted daemon can take its port back at once.
 pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    listen(bind_only(host, port)?)
+}
+
+/// The socket bound to `host:port` but not listening yet: a connection to
+/// it is refused (a balancer sends it elsewhere) until [`listen`].
+pub fn bind_only(host: &str, port: u16) -> std::io::Result<socket2::Socket> {
     let addr: SocketAddr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -64,6 +70,11 @@ pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     )?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Starts listening on a socket from [`bind_only`].
+pub fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())

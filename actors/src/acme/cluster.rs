@@ -142,6 +142,60 @@ async fn heartbeats(storage: &Storage) -> Result<Vec<Heartbeat>, String> {
     Ok(out)
 }
 
+/// How long the start waits to announce this instance in the storage.
+pub const ANNOUNCE_WITHIN: Duration = Duration::from_secs(3);
+
+/// Announces this instance in the storage before its HTTPS socket listens
+/// (called between bind and listen): an instance is live for the others
+/// before a balancer can send it a validation, so that an order never asks
+/// the CA while an unannounced instance would answer with the default
+/// certificate. Waits at most [`ANNOUNCE_WITHIN`] (PostgreSQL down: the
+/// instance starts anyway, and says so). Nothing to do without ACME.
+pub fn announce_at_start(settings: &super::AcmeSettings) {
+    let Some(port) = settings.https_port else {
+        return;
+    };
+    let id = instance_id(Some(port));
+    let beat = Heartbeat {
+        id: id.clone(),
+        updated: now_ms(),
+        challenges: BTreeMap::new(),
+    };
+    let Ok(json) = serde_json::to_vec(&beat) else {
+        return;
+    };
+    let key = Storage::instance_key(&id);
+    let settings = settings.clone();
+    let (done, result) = std::sync::mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name("clace-announce".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a runtime: {e}"))
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let storage = settings.storage()?;
+                        storage.backend().store_volatile(&key, &json).await
+                    })
+                });
+            let _ = done.send(outcome);
+        });
+    if worker.is_err() {
+        return;
+    }
+    match result.recv_timeout(ANNOUNCE_WITHIN) {
+        Ok(Ok(())) => log::debug!(target: TARGET, "announced as {id} in the storage"),
+        Ok(Err(e)) => {
+            log::warn!(target: TARGET, "could not announce this instance ({id}) in the storage: {e}; starting anyway (a validation sent here before the issuer reaches the storage fails)")
+        }
+        Err(_) => {
+            log::warn!(target: TARGET, "the storage did not answer within {}s; starting without announcing this instance ({id}) (a validation sent here before the issuer reaches the storage fails)", ANNOUNCE_WITHIN.as_secs())
+        }
+    }
+}
+
 /// Stores the challenge of `name` for every instance and waits until every
 /// live one serves it, or [`CONFIRM_WITHIN`]. Logs who did not confirm.
 pub async fn publish_challenge(

@@ -396,12 +396,8 @@ impl AcmeIssuer {
         state.in_flight = true;
         self.metrics
             .set_acme_next_attempt(name, crate::certs::now());
-        match &renewing {
-            Some(serial) => {
-                log::info!(target: TARGET, "ordering a certificate for {name} (renewal of serial {serial})")
-            }
-            None => log::info!(target: TARGET, "ordering a certificate for {name}"),
-        }
+        // "ordering a certificate for ..." is logged by the order, once it
+        // holds the name's lock.
         let store = self.store.clone();
         let owned = name.to_string();
         let fut = async move {

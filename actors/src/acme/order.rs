@@ -179,7 +179,15 @@ impl Ca {
         let lease = self.lock(name).await?;
         let result = match self.stored_by_another(store, name, renewing).await {
             Some(issued) => Ok(issued),
-            None => self.obtain_locked(store, name, replaces).await,
+            None => {
+                match renewing {
+                    Some(serial) => {
+                        log::info!(target: TARGET, "ordering a certificate for {name} (renewal of serial {serial})")
+                    }
+                    None => log::info!(target: TARGET, "ordering a certificate for {name}"),
+                }
+                self.obtain_locked(store, name, replaces).await
+            }
         };
         if lease.lost() {
             log::warn!(target: TARGET, "{name}: the lock was lost during the order (another instance may have ordered too)");

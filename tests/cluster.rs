@@ -28,6 +28,7 @@
 mod certs_cli;
 mod issuance;
 mod outage;
+mod pg_backend;
 mod renewal;
 mod takeover;
 

@@ -412,15 +412,7 @@ fn is_postgres_url(value: &str) -> bool {
 /// password comes from the environment), a host required. The expanded
 /// URL is never printed (it may hold the password).
 fn postgres_url(value: &str, home: &Path) -> Result<String, String> {
-    let home_str = home.to_string_lossy().into_owned();
-    let lookup = move |name: &str| {
-        if name == "CL_HOME" {
-            Some(home_str.clone())
-        } else {
-            std::env::var(name).ok()
-        }
-    };
-    let url = super::expand::expand_vars(value.trim(), &lookup)
+    let url = super::expand::expand_value(value.trim(), home)
         .map_err(|var| format!("uses ${var}, which is not set in the environment"))?;
     let rest = url.split_once("://").map_or("", |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or("");

@@ -44,6 +44,17 @@ pub fn expand_vars(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resu
 
 /// Expands variables, then makes a relative path relative to `home`.
 pub fn expand_path(value: &str, home: &Path) -> Result<PathBuf, String> {
+    let path = PathBuf::from(expand_value(value, home)?);
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        home.join(path)
+    })
+}
+
+/// `value` with `$CL_HOME` (as `home`) and environment variables expanded;
+/// the `Err` names the first variable that is not set.
+pub fn expand_value(value: &str, home: &Path) -> Result<String, String> {
     let home_str = home.to_string_lossy().into_owned();
     let lookup = move |name: &str| {
         if name == "CL_HOME" {
@@ -52,13 +63,7 @@ pub fn expand_path(value: &str, home: &Path) -> Result<PathBuf, String> {
             std::env::var(name).ok()
         }
     };
-    let expanded = expand_vars(value, &lookup)?;
-    let path = PathBuf::from(expanded);
-    Ok(if path.is_absolute() {
-        path
-    } else {
-        home.join(path)
-    })
+    expand_vars(value, &lookup)
 }
 
 #[cfg(test)]

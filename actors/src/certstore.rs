@@ -27,8 +27,8 @@ use crate::certs::selfsigned;
 use crate::certs::snapshot::{Snapshot, DEFAULT_STEM};
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{
-    AcmeStored, PathsChanged, ReconfigureStore, Rescan, Restart, SetChallenge, SnapshotPublished,
-    SubscribeIssuer, SubscribeWatcher, WatchDirs,
+    AcmeStored, EagerCheck, EagerChecked, PathsChanged, ReconfigureStore, Rescan, Restart,
+    SetChallenge, SnapshotPublished, SubscribeIssuer, SubscribeWatcher, WatchDirs,
 };
 use crate::metrics::Metrics;
 
@@ -147,7 +147,33 @@ pub struct CertStore {
     /// While handling an eager `PathsChanged`: take only pairs whole and
     /// valid now; remember and log nothing else.
     eager: bool,
+    /// The watcher's `EagerCheck` recipient.
+    checks: Option<Recipient<EagerCheck>>,
+    /// While handling an eager `PathsChanged` with `since`: hold what is found.
+    confirming: bool,
+    /// While handling an eager `PathsChanged` the watcher can confirm: the
+    /// pairs found whole and valid, held for its answer.
+    found: Vec<Candidate>,
+    /// Pairs waiting for the watcher's `EagerChecked`, by token.
+    held: BTreeMap<u64, Vec<Candidate>>,
+    next_token: u64,
 }
+
+/// A pair read whole and valid by an eager look, not served yet.
+struct Candidate {
+    kind: Kind,
+    stem: String,
+    crt: PathBuf,
+    key: PathBuf,
+    fp: Fingerprint,
+    /// The slot's fingerprint when it was read: served only if still so.
+    prev: Option<Fingerprint>,
+    pair: Pair,
+}
+
+/// Bound on the eager looks waiting for the watcher (one that restarted
+/// never answers; the debounced look takes those pairs anyway).
+const MAX_HELD: usize = 64;
 
 impl CertStore {
     /// Loads every pair (creating the self-signed default if needed) and
@@ -176,6 +202,11 @@ impl CertStore {
             deferred_acme: BTreeSet::new(),
             busy: BTreeSet::new(),
             eager: false,
+            checks: None,
+            confirming: false,
+            found: Vec::new(),
+            held: BTreeMap::new(),
+            next_token: 0,
         };
         store.ensure_default();
         store.refresh(Scope::All);
@@ -429,15 +460,38 @@ impl CertStore {
             Kind::Acme => Source::Acme,
         };
         if self.eager {
-            let unchanged = match kind {
+            let prev = match kind {
                 Kind::File => &self.slots,
                 Kind::Acme => &self.acme_slots,
             }
             .get(stem)
-            .is_some_and(|slot| slot.seen.as_ref() == Some(&fp));
-            if unchanged || key_meta.is_none() || read_pair(stem, &crt, &key, source).is_err() {
+            .and_then(|slot| slot.seen.clone());
+            let held = self
+                .held
+                .values()
+                .flatten()
+                .chain(&self.found)
+                .any(|c| c.kind == kind && c.stem == stem && c.fp == fp);
+            if prev.as_ref() == Some(&fp) || held || key_meta.is_none() {
                 return false;
             }
+            let Ok(pair) = read_pair(stem, &crt, &key, source) else {
+                return false;
+            };
+            let candidate = Candidate {
+                kind,
+                stem: stem.to_string(),
+                crt,
+                key,
+                fp,
+                prev,
+                pair,
+            };
+            if self.checks.is_some() && self.confirming {
+                self.found.push(candidate);
+                return false;
+            }
+            return self.take(candidate);
         }
         let slots = match kind {
             Kind::File => &mut self.slots,
@@ -462,38 +516,7 @@ impl CertStore {
             return false;
         }
         match read_pair(stem, &crt, &key, source) {
-            Ok(pair) => {
-                if kind == Kind::File && pair.stem_not_in_names() {
-                    log::warn!(target: TARGET, "{} is named for {stem} but its names are [{}]; it is served for {stem} anyway", crt.display(), pair.names.join(", "));
-                }
-                selfsigned::warn_if_key_readable(&key);
-                let now = crate::certs::now();
-                if pair.not_after < now {
-                    log::warn!(target: TARGET, "{} has expired", crt.display());
-                } else if pair.not_before > now {
-                    log::warn!(target: TARGET, "{} is not valid yet", crt.display());
-                }
-                let verb = if slot.good.is_some() {
-                    "reloaded"
-                } else {
-                    "loaded"
-                };
-                log::info!(
-                    target: TARGET,
-                    "{verb} {} (names [{}], serial {}, not after {})",
-                    crt.display(),
-                    pair.names.join(", "),
-                    pair.serial,
-                    pair.not_after
-                );
-                slot.good = Some(Arc::new(pair));
-                self.metrics.reload_ok();
-                if kind == Kind::File && stem == DEFAULT_STEM {
-                    // Whole again: a later half-deletion is reported anew.
-                    self.lone_default_key = false;
-                }
-                true
-            }
+            Ok(pair) => self.serve(kind, stem, &crt, &key, pair),
             Err(e) => {
                 self.metrics.reload_rejected();
                 let keeping = if slot.good.is_some() {
@@ -505,6 +528,65 @@ impl CertStore {
                 false
             }
         }
+    }
+
+    /// Serves a pair read whole and valid by an eager look: remembered as
+    /// the pair's version, then served.
+    fn take(&mut self, c: Candidate) -> bool {
+        let slots = match c.kind {
+            Kind::File => &mut self.slots,
+            Kind::Acme => &mut self.acme_slots,
+        };
+        let slot = slots.entry(c.stem.clone()).or_default();
+        if slot.seen != c.prev {
+            // Another look took a version since: never go back to this one.
+            return false;
+        }
+        slot.seen = Some(c.fp);
+        slot.dirs = link_dirs(&c.crt);
+        slot.dirs.extend(link_dirs(&c.key));
+        self.dirs_changed = true;
+        self.serve(c.kind, &c.stem, &c.crt, &c.key, c.pair)
+    }
+
+    /// Puts a pair read whole and valid into its slot (logged); true: what
+    /// is served changed.
+    fn serve(&mut self, kind: Kind, stem: &str, crt: &Path, key: &Path, pair: Pair) -> bool {
+        let slots = match kind {
+            Kind::File => &mut self.slots,
+            Kind::Acme => &mut self.acme_slots,
+        };
+        let slot = slots.entry(stem.to_string()).or_default();
+        if kind == Kind::File && pair.stem_not_in_names() {
+            log::warn!(target: TARGET, "{} is named for {stem} but its names are [{}]; it is served for {stem} anyway", crt.display(), pair.names.join(", "));
+        }
+        selfsigned::warn_if_key_readable(key);
+        let now = crate::certs::now();
+        if pair.not_after < now {
+            log::warn!(target: TARGET, "{} has expired", crt.display());
+        } else if pair.not_before > now {
+            log::warn!(target: TARGET, "{} is not valid yet", crt.display());
+        }
+        let verb = if slot.good.is_some() {
+            "reloaded"
+        } else {
+            "loaded"
+        };
+        log::info!(
+            target: TARGET,
+            "{verb} {} (names [{}], serial {}, not after {})",
+            crt.display(),
+            pair.names.join(", "),
+            pair.serial,
+            pair.not_after
+        );
+        slot.good = Some(Arc::new(pair));
+        self.metrics.reload_ok();
+        if kind == Kind::File && stem == DEFAULT_STEM {
+            // Whole again: a later half-deletion is reported anew.
+            self.lone_default_key = false;
+        }
+        true
     }
 
     /// Whether `path` (as named in the folder, or where its links lead) is a
@@ -753,12 +835,74 @@ impl Handler<PathsChanged> for CertStore {
         log::debug!(target: TARGET, "{} paths changed: {scope:?}", msg.paths.len());
         self.busy = msg.busy;
         self.eager = msg.eager;
+        self.confirming = msg.eager && msg.since.is_some();
         self.refresh(scope);
         self.eager = false;
+        self.confirming = false;
         self.busy.clear();
+        if let (Some(since), false) = (msg.since, self.found.is_empty()) {
+            self.hold_for_check(since);
+        }
         // A folder may have been replaced under the same path (a renamed
         // `live/`): the watcher re-checks what its watches are on.
         self.send_watch();
+    }
+}
+
+impl CertStore {
+    /// Asks the watcher to confirm the pairs just found (see
+    /// [`crate::watch_barrier`]); they are served on its answer.
+    fn hold_for_check(&mut self, since: u64) {
+        let found = std::mem::take(&mut self.found);
+        let Some(checks) = &self.checks else {
+            return;
+        };
+        let mut files = BTreeSet::new();
+        for c in &found {
+            for f in [&c.crt, &c.key] {
+                files.insert(f.clone());
+                if let Ok(real) = std::fs::canonicalize(f) {
+                    files.insert(real);
+                }
+            }
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        while self.held.len() >= MAX_HELD {
+            self.held.pop_first();
+        }
+        self.held.insert(token, found);
+        checks.do_send(EagerCheck {
+            token,
+            since,
+            files,
+        });
+    }
+}
+
+impl Handler<EagerChecked> for CertStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: EagerChecked, _ctx: &mut Context<Self>) {
+        let Some(found) = self.held.remove(&msg.token) else {
+            return;
+        };
+        let mut changed = false;
+        for c in found {
+            let written = [&c.crt, &c.key].into_iter().any(|f| {
+                msg.written.contains(f)
+                    || std::fs::canonicalize(f).is_ok_and(|real| msg.written.contains(&real))
+            });
+            if written {
+                // Written around the read: the debounced look decides.
+                continue;
+            }
+            changed |= self.take(c);
+        }
+        if changed {
+            self.publish();
+        }
+        self.update_watch();
     }
 }
 
@@ -837,6 +981,8 @@ impl Handler<SubscribeWatcher> for CertStore {
 
     fn handle(&mut self, msg: SubscribeWatcher, _ctx: &mut Context<Self>) {
         self.watcher = Some(msg.watcher);
+        self.checks = Some(msg.checks);
+        self.held.clear();
         self.send_watch();
         // Whatever changed while the watcher was (re)starting had no event.
         self.refresh(Scope::All);

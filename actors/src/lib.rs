@@ -60,6 +60,7 @@ mod proptest_config;
 pub mod router;
 pub mod settings;
 pub mod supervisor;
+pub mod watch_barrier;
 pub mod watcher;
 
 /// Fault injection hook (see `fault`): panics when the actor was armed by a

@@ -30,6 +30,33 @@ pub struct PathsChanged {
     /// not there yet, a file half replaced, a deletion) is left, unlogged,
     /// to the debounced message that follows.
     pub eager: bool,
+    /// On an eager message, when the watcher can confirm: the number of
+    /// the last event it had seen when it sent this. A pair found whole
+    /// and valid is then held until the watcher confirms that no file of
+    /// it was written since ([`EagerCheck`]); `None`: taken at once.
+    pub since: Option<u64>,
+}
+
+/// Cert store -> watcher: pairs read whole and valid on an eager message;
+/// were any of these files written (an event numbered above `since`)
+/// before the moment of this check? Answered by [`EagerChecked`] once every
+/// event queued before the check has been delivered.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct EagerCheck {
+    pub token: u64,
+    pub since: u64,
+    pub files: BTreeSet<PathBuf>,
+}
+
+/// Watcher -> cert store: the answer to [`EagerCheck`]: the files of the
+/// check that were written meanwhile (a pair with one of them is left to
+/// the debounced look; the others are served now).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct EagerChecked {
+    pub token: u64,
+    pub written: BTreeSet<PathBuf>,
 }
 
 /// Cert store -> watcher: the folders to watch now (the certificate
@@ -75,6 +102,7 @@ pub enum RawKind {
 #[rtype(result = "()")]
 pub struct SubscribeWatcher {
     pub watcher: actix::Recipient<WatchDirs>,
+    pub checks: actix::Recipient<EagerCheck>,
 }
 
 /// Supervisor -> listener (SIGHUP): serve on this new socket and host from

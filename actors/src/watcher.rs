@@ -22,9 +22,11 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use crate::certstore::CertStore;
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{
-    PathsChanged, RawEvents, RawKind, ReconfigureWatcher, Restart, SubscribeWatcher, WatchDirs,
+    EagerCheck, EagerChecked, PathsChanged, RawEvents, RawKind, ReconfigureWatcher, Restart,
+    SubscribeWatcher, WatchDirs,
 };
 use crate::settings::CertWatch;
+use crate::watch_barrier::Barrier;
 
 const TARGET: &str = "clace::watcher";
 /// A burst of events ends after this much quiet...
@@ -35,11 +37,19 @@ const MAX_DELAY: Duration = Duration::from_millis(150);
 /// (a chain written certificate by certificate is not taken half-way), for
 /// at most this long after its first write.
 const MAX_OPEN_WRITE: Duration = Duration::from_secs(1);
-/// A close or a rename is looked at this soon, before the burst is over:
-/// long enough for the events of a write that follows at once (a key
-/// renamed into place, then its certificate written in place) to arrive
-/// and mark that file busy, so only a pair whole now is taken early.
+/// Without a barrier (see [`crate::watch_barrier`]), a close or a rename
+/// is looked at this soon, before the burst is over: long enough for the
+/// events of a write that follows at once (a key renamed into place, then
+/// its certificate written in place) to arrive and mark that file busy, so
+/// only a pair whole now is taken early. With a barrier it is looked at at
+/// once, and what it finds is confirmed by the barrier instead.
 const EAGER_DELAY: Duration = Duration::from_millis(2);
+/// A barrier whose event has not come back by then (a lost event, an
+/// overflowed queue) answers its checks with "written": the debounced look
+/// takes those pairs instead.
+const BARRIER_TIMEOUT: Duration = Duration::from_millis(100);
+/// Bound on the remembered writes (a folder written to without pause).
+const MAX_WRITTEN: usize = 4096;
 
 pub struct Watcher {
     store: Addr<CertStore>,
@@ -59,6 +69,20 @@ pub struct Watcher {
     flush_scheduled: bool,
     burst_start: Option<Instant>,
     last_event: Option<Instant>,
+    /// The eager path's proof (None: no watcher, or the barrier could not
+    /// be made or watched; then the eager look waits [`EAGER_DELAY`]).
+    barrier: Option<Barrier>,
+    /// Number of the last event received.
+    seq: u64,
+    /// Each file written, with the number of its last write event.
+    written: HashMap<PathBuf, u64>,
+    /// Writes numbered at or below this were forgotten ([`MAX_WRITTEN`]).
+    forgotten: u64,
+    /// Checks waiting for the next barrier, and those of the barrier out now.
+    checks_waiting: Vec<EagerCheck>,
+    checks_out: Vec<EagerCheck>,
+    /// Counts barriers sent, so a timeout knows whether its own is still out.
+    barrier_gen: u64,
 }
 
 impl Watcher {
@@ -82,7 +106,81 @@ impl Watcher {
             flush_scheduled: false,
             burst_start: None,
             last_event: None,
+            barrier: None,
+            seq: 0,
+            written: HashMap::new(),
+            forgotten: 0,
+            checks_waiting: Vec::new(),
+            checks_out: Vec::new(),
+            barrier_gen: 0,
         }
+    }
+
+    /// Makes and watches the barrier; without one the eager look falls
+    /// back to [`EAGER_DELAY`].
+    fn start_barrier(&mut self) {
+        let Some(notify) = self.notify.as_mut() else {
+            return;
+        };
+        match Barrier::create() {
+            Ok(b) => match notify.watch(b.dir(), RecursiveMode::NonRecursive) {
+                Ok(()) => self.barrier = Some(b),
+                Err(e) => {
+                    log::debug!(target: TARGET, "cannot watch {} ({e}); eager looks wait {EAGER_DELAY:?}", b.dir().display())
+                }
+            },
+            Err(e) => {
+                log::debug!(target: TARGET, "cannot make the watcher's barrier file ({e}); eager looks wait {EAGER_DELAY:?}")
+            }
+        }
+    }
+
+    /// Sends out a barrier for the waiting checks, unless one is out.
+    fn send_barrier(&mut self, ctx: &mut Context<Self>) {
+        if !self.checks_out.is_empty() || self.checks_waiting.is_empty() {
+            return;
+        }
+        self.checks_out = std::mem::take(&mut self.checks_waiting);
+        let touched = self.barrier.as_ref().map(|b| b.touch());
+        match touched {
+            Some(Ok(())) => {
+                self.barrier_gen += 1;
+                let gen = self.barrier_gen;
+                ctx.run_later(BARRIER_TIMEOUT, move |act, ctx| {
+                    if act.barrier_gen == gen && !act.checks_out.is_empty() {
+                        log::debug!(target: TARGET, "the barrier's event did not come back; eager pairs left to the debounced look");
+                        act.answer_checks(ctx, true);
+                    }
+                });
+            }
+            Some(Err(e)) => {
+                log::debug!(target: TARGET, "cannot write the barrier ({e}); eager looks wait {EAGER_DELAY:?}");
+                self.barrier = None;
+                self.answer_checks(ctx, true);
+            }
+            None => self.answer_checks(ctx, true),
+        }
+    }
+
+    /// Answers the checks of the barrier out: each file written after the
+    /// check's `since` (all of them if `refuse`), then sends the next barrier.
+    fn answer_checks(&mut self, ctx: &mut Context<Self>, refuse: bool) {
+        for check in std::mem::take(&mut self.checks_out) {
+            let written = check
+                .files
+                .into_iter()
+                .filter(|f| {
+                    refuse
+                        || check.since < self.forgotten
+                        || self.written.get(f).is_some_and(|&n| n > check.since)
+                })
+                .collect();
+            self.store.do_send(EagerChecked {
+                token: check.token,
+                written,
+            });
+        }
+        self.send_barrier(ctx);
     }
 
     fn start_notify(&mut self, ctx: &mut Context<Self>) {
@@ -145,6 +243,7 @@ impl Watcher {
                 paths: ready,
                 busy: held.clone(),
                 eager: false,
+                since: None,
             });
         }
         if held.is_empty() {
@@ -179,6 +278,7 @@ impl Watcher {
             paths,
             busy: self.open_writes.keys().cloned().collect(),
             eager: true,
+            since: self.barrier.as_ref().map(|_| self.seq),
         });
     }
 
@@ -223,16 +323,21 @@ impl Actor for Watcher {
                 "cert_watch = \"poll\": certificate folders are rescanned every {}s, no file events",
                 self.rescan_interval.as_secs()
             ),
-            CertWatch::Auto => self.start_notify(ctx),
+            CertWatch::Auto => {
+                self.start_notify(ctx);
+                self.start_barrier();
+            }
         }
         self.health.set(ActorName::Watcher, ActorState::Running);
         self.store.do_send(SubscribeWatcher {
             watcher: ctx.address().recipient(),
+            checks: ctx.address().recipient(),
         });
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
         self.notify = None;
+        self.barrier = None;
         self.watched.clear();
         Running::Stop
     }
@@ -251,6 +356,13 @@ impl Supervised for Watcher {
         self.flush_scheduled = false;
         self.burst_start = None;
         self.last_event = None;
+        self.barrier = None;
+        self.written.clear();
+        self.forgotten = self.seq;
+        // Checks in flight are not answered: the store drops what it held
+        // when the debounced look (or the rescan on resubscribing) comes.
+        self.checks_waiting.clear();
+        self.checks_out.clear();
     }
 }
 
@@ -306,6 +418,31 @@ impl Handler<RawEvents> for Watcher {
 
     fn handle(&mut self, msg: RawEvents, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if let Some(b) = &self.barrier {
+            if msg.paths.iter().any(|p| b.owns(p)) {
+                // The watcher's own file: never the store's business.
+                let back = msg.kind == RawKind::Closed && msg.paths.iter().any(|p| b.is_file(p));
+                if back && !self.checks_out.is_empty() {
+                    self.answer_checks(ctx, false);
+                }
+                return;
+            }
+        }
+        self.seq += 1;
+        if msg.overflow {
+            // Lost events: a write may be among them.
+            self.written.clear();
+            self.forgotten = self.seq;
+        }
+        if msg.kind == RawKind::Written {
+            if self.written.len() >= MAX_WRITTEN {
+                self.written.clear();
+                self.forgotten = self.seq;
+            }
+            for path in &msg.paths {
+                self.written.insert(path.clone(), self.seq);
+            }
+        }
         if msg.overflow || msg.paths.is_empty() {
             // An empty path list stands for "something changed, somewhere".
             self.pending.insert(PathBuf::from("/"));
@@ -345,7 +482,13 @@ impl Handler<RawEvents> for Watcher {
             self.eager.extend(msg.paths.iter().cloned());
             if !self.eager_scheduled {
                 self.eager_scheduled = true;
-                ctx.run_later(EAGER_DELAY, |act, _| act.flush_eager());
+                if self.barrier.is_some() {
+                    // At once (after the events already in the mailbox): the
+                    // barrier confirms what the store finds.
+                    ctx.notify(FlushEager);
+                } else {
+                    ctx.run_later(EAGER_DELAY, |act, _| act.flush_eager());
+                }
             }
         }
         self.pending.extend(msg.paths);
@@ -354,6 +497,28 @@ impl Handler<RawEvents> for Watcher {
         }
         self.last_event = Some(now);
         self.schedule_flush(ctx, QUIET);
+    }
+}
+
+/// Watcher -> itself: send the eager paths gathered so far.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushEager;
+
+impl Handler<FlushEager> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushEager, _ctx: &mut Context<Self>) {
+        self.flush_eager();
+    }
+}
+
+impl Handler<EagerCheck> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: EagerCheck, ctx: &mut Context<Self>) {
+        self.checks_waiting.push(msg);
+        self.send_barrier(ctx);
     }
 }
 

@@ -37,9 +37,10 @@ release-check: build
 		echo "release-check: target/release/clace contains fault injection" >&2; exit 1; \
 	else echo "release-check: no fault injection in target/release/clace"; fi
 
-## Criterion benchmarks of the hot paths (certificate resolution).
+## Criterion benchmarks of the hot paths (certificate resolution, a static request).
 bench:
 	$(CARGO) bench -p clace-actors --bench resolve
+	$(CARGO) bench -p clace-actors --bench static_file
 
 ## Whole-daemon figures against nginx (and caddy), with the shared scripts.
 bench-peers: build

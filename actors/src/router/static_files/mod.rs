@@ -57,6 +57,7 @@
 //! in chunks read on actix's blocking pool, so a big download never stalls
 //! a worker.
 
+mod cache;
 mod lookup;
 mod path;
 mod response;
@@ -83,6 +84,14 @@ pub async fn serve(req: &HttpRequest, root: &Path, rest: &str) -> HttpResponse {
         return response::method_not_allowed();
     }
 
+    let slash = req.uri().path().ends_with('/');
+    // A plain GET of a small file read less than a second ago is answered
+    // from the worker's cache, without touching the disk (module `cache`).
+    let key = cache::is_plain(req).then(|| cache::Key::new(root, rest, slash));
+    if let Some(res) = key.as_ref().and_then(cache::get) {
+        return res;
+    }
+
     let relative = match path::decode_path(rest) {
         Ok(relative) => relative,
         Err(why) => {
@@ -91,13 +100,12 @@ pub async fn serve(req: &HttpRequest, root: &Path, rest: &str) -> HttpResponse {
         }
     };
 
-    let slash = req.uri().path().ends_with('/');
     // The lookup (a few system calls, every open non-blocking) runs on the
     // worker itself, as nginx does: on local files it takes microseconds,
     // far less than a hop to the blocking pool and back, which would cost
     // more CPU than the whole rest of a small response.
     let found = lookup::lookup(root, &relative, slash);
-    response::respond(req, found)
+    response::respond(req, found, key)
 }
 
 #[cfg(test)]

@@ -20,15 +20,17 @@ use actix_web::{
 };
 use bytes::Bytes;
 
+use super::cache;
 use super::lookup::{io_failure, Lookup};
 
 /// Files at most this large are read on the worker thread.
 const SYNC_READ_LIMIT: u64 = 64 * 1024;
 
 /// The response for the outcome of a lookup.
-pub(super) fn respond(req: &HttpRequest, found: Lookup) -> HttpResponse {
+/// With `keep`, a plain GET: a small file's answer is kept in the cache.
+pub(super) fn respond(req: &HttpRequest, found: Lookup, keep: Option<cache::Key>) -> HttpResponse {
     match found {
-        Lookup::File { file, name } => respond_with_file(req, file, &name),
+        Lookup::File { file, name } => respond_with_file(req, file, &name, keep),
         Lookup::RedirectToFolder => redirect_to_folder(req),
         Lookup::NotFound => not_found(),
         Lookup::Forbidden => plain(StatusCode::FORBIDDEN, "forbidden"),
@@ -66,7 +68,12 @@ fn redirect_to_folder(req: &HttpRequest) -> HttpResponse {
 }
 
 /// Builds the response for an opened file through `NamedFile`.
-fn respond_with_file(req: &HttpRequest, file: File, name: &Path) -> HttpResponse {
+fn respond_with_file(
+    req: &HttpRequest,
+    file: File,
+    name: &Path,
+    keep: Option<cache::Key>,
+) -> HttpResponse {
     // A second handle on the same file, kept only for the `If-Range`
     // fallback below; `try_clone` duplicates the descriptor (no disk I/O).
     let if_range_check = req.method() == Method::GET
@@ -78,10 +85,14 @@ fn respond_with_file(req: &HttpRequest, file: File, name: &Path) -> HttpResponse
         None
     };
 
+    let read_at = std::time::Instant::now();
+    let kept = keep.and_then(|key| cache::read_small(&file).map(|(meta, body)| (key, meta, body)));
+
     let named = match NamedFile::from_file(file, name) {
         Ok(named) => named,
-        Err(err) => return respond(req, io_failure(name, &err)),
+        Err(err) => return respond(req, io_failure(name, &err), None),
     };
+    let named_meta = named.metadata().clone();
     let length = named.metadata().len();
     // Files up to 64 KiB are read in one go on the worker (a page-cache
     // copy); larger ones stream from the blocking pool.
@@ -94,6 +105,12 @@ fn respond_with_file(req: &HttpRequest, file: File, name: &Path) -> HttpResponse
     }
 
     let res = named.into_response(req);
+    if let Some((key, meta, body)) = kept {
+        // Only a version read whole: same size and times before and after.
+        if cache::same_version(&meta, &named_meta) {
+            cache::put(key, &res, body, read_at);
+        }
+    }
     if res.status() == StatusCode::PARTIAL_CONTENT && !if_range_matches(req, &res) {
         if let Some(spare) = spare {
             return whole_file(&res, spare, length);

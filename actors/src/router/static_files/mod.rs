@@ -54,9 +54,12 @@
 //! the worker thread, as nginx does its `open`/`stat`: on local files it
 //! costs a few microseconds, less than a round trip through the blocking
 //! pool. Files up to 64 KiB are read on the worker too; larger ones stream
-//! in chunks read on actix's blocking pool, so a big download never stalls
-//! a worker.
+//! in 128 KiB chunks taken from the page cache on the worker
+//! (`preadv2(RWF_NOWAIT)`, module `body`), and a chunk that would wait for
+//! the disk is read on actix's blocking pool, so a cold download never
+//! stalls a worker.
 
+mod body;
 mod cache;
 mod lookup;
 mod path;

@@ -4,22 +4,21 @@
 
 use std::{
     fs::File,
-    io::{self, Read as _, Seek as _},
     path::Path,
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use actix_files::NamedFile;
 use actix_web::{
-    body::SizedStream,
+    body::{BodySize, MessageBody as _, SizedStream},
     http::{
         header::{self, HeaderValue},
         Method, StatusCode,
     },
-    web, HttpRequest, HttpResponse,
+    HttpRequest, HttpResponse,
 };
-use bytes::Bytes;
 
+use super::body;
 use super::cache;
 use super::lookup::{io_failure, Lookup};
 
@@ -95,7 +94,13 @@ fn respond_with_file(
     let named_meta = named.metadata().clone();
     let length = named.metadata().len();
     // Files up to 64 KiB are read in one go on the worker (a page-cache
-    // copy); larger ones stream from the blocking pool.
+    // copy) by actix-files. A larger GET's body is read by
+    // [`body::file_body`] instead (on the worker while the page cache has
+    // it), from a second handle: actix-files' reader would send every
+    // 64 KiB to the blocking pool.
+    let body_file = (req.method() == Method::GET && length > SYNC_READ_LIMIT)
+        .then(|| named.file().try_clone().ok())
+        .flatten();
     let mut named = named
         .disable_content_disposition()
         .read_mode_threshold(SYNC_READ_LIMIT);
@@ -115,8 +120,44 @@ fn respond_with_file(
         if let Some(spare) = spare {
             return whole_file(&res, spare, length);
         }
+        return res;
     }
-    res
+    match body_file {
+        Some(file) => with_file_body(res, file),
+        None => res,
+    }
+}
+
+/// `res` (NamedFile's 200 or 206) with its body read by
+/// [`body::file_body`]: the same bytes, the same length, the same headers.
+/// Any other answer (304, 412, 416, an empty range) is left as it is.
+fn with_file_body(res: HttpResponse, file: File) -> HttpResponse {
+    let BodySize::Sized(length) = res.body().size() else {
+        return res;
+    };
+    let offset = match res.status() {
+        StatusCode::OK => 0,
+        StatusCode::PARTIAL_CONTENT => match range_start(&res) {
+            Some(start) => start,
+            None => return res,
+        },
+        _ => return res,
+    };
+    if length == 0 {
+        return res;
+    }
+    res.set_body(SizedStream::new(
+        length,
+        Box::pin(body::file_body(file, offset, length)),
+    ))
+    .map_into_boxed_body()
+}
+
+/// The first byte of a single-range 206 (`Content-Range: bytes A-B/N`).
+fn range_start(res: &HttpResponse) -> Option<u64> {
+    let value = res.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (start, _) = value.strip_prefix("bytes ")?.split_once('-')?;
+    start.trim().parse().ok()
 }
 
 /// Whether a file time can be written as an `ETag`/`Last-Modified` by
@@ -175,37 +216,10 @@ fn whole_file(partial: &HttpResponse, file: File, length: u64) -> HttpResponse {
             res.insert_header((name, value.clone()));
         }
     }
-    res.body(SizedStream::new(length, Box::pin(read_file(file, length))))
-}
-
-/// Reads `length` bytes of `file` from the start, one chunk at a time on the
-/// blocking pool.
-fn read_file(
-    file: File,
-    length: u64,
-) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> {
-    const CHUNK: u64 = 64 * 1024;
-    futures_util::stream::try_unfold((file, 0_u64), move |(mut file, offset)| async move {
-        if offset >= length {
-            return Ok(None);
-        }
-        let want = (length - offset).min(CHUNK);
-        let (file, chunk) = web::block(move || -> io::Result<(File, Vec<u8>)> {
-            file.seek(io::SeekFrom::Start(offset))?;
-            let mut chunk = Vec::new();
-            file.by_ref().take(want).read_to_end(&mut chunk)?;
-            Ok((file, chunk))
-        })
-        .await
-        .map_err(io::Error::other)??;
-        if chunk.is_empty() {
-            // The file shrank while being sent; the client must not take a
-            // short body for the whole file.
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        let next = offset + chunk.len() as u64;
-        Ok(Some((Bytes::from(chunk), (file, next))))
-    })
+    res.body(SizedStream::new(
+        length,
+        Box::pin(body::file_body(file, 0, length)),
+    ))
 }
 
 fn not_found() -> HttpResponse {
@@ -228,7 +242,7 @@ mod tests {
 
     use actix_web::{
         body::{to_bytes, MessageBody as _},
-        test, App,
+        test, web, App,
     };
 
     use super::super::testing::{app, get, get_response, handler, header_of, site, HELLO};
@@ -371,6 +385,64 @@ mod tests {
         assert!(res.headers().get(header::ETAG).is_none());
         assert!(res.headers().get(header::LAST_MODIFIED).is_none());
         assert_eq!(to_bytes(res.into_body()).await.unwrap(), "old");
+    }
+
+    /// Bodies over 64 KiB are read by `body::file_body`: the same bytes,
+    /// length and headers as actix-files gives, whole or in a range.
+    #[actix_web::test]
+    async fn large_files_whole_and_in_ranges() {
+        let (_base, root) = site();
+        let data: Vec<u8> = (0..300_000_u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.join("big.bin"), &data).unwrap();
+        let app = app!(root);
+
+        let res = get_response!(app, "/s/big.bin");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header_of(&res, header::ACCEPT_RANGES), "bytes");
+        let etag = header_of(&res, header::ETAG);
+        assert!(!etag.is_empty());
+        assert_eq!(to_bytes(res.into_body()).await.unwrap(), data);
+
+        for (range, from, to) in [
+            ("bytes=1000-199999", 1000, 200_000),
+            ("bytes=-70000", 230_000, 300_000),
+            ("bytes=299990-", 299_990, 300_000),
+        ] {
+            let req = test::TestRequest::get()
+                .uri("/s/big.bin")
+                .insert_header((header::RANGE, range))
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+            assert_eq!(
+                header_of(&res, header::CONTENT_RANGE),
+                format!("bytes {}-{}/300000", from, to - 1)
+            );
+            assert_eq!(
+                to_bytes(res.into_body()).await.unwrap(),
+                data[from..to],
+                "{range}"
+            );
+        }
+
+        // If-Range with another validator: the whole file, not the range.
+        let req = test::TestRequest::get()
+            .uri("/s/big.bin")
+            .insert_header((header::RANGE, "bytes=0-9"))
+            .insert_header((header::IF_RANGE, "\"other\""))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(to_bytes(res.into_body()).await.unwrap(), data);
+
+        // A matching If-None-Match: 304, no body.
+        let req = test::TestRequest::get()
+            .uri("/s/big.bin")
+            .insert_header((header::IF_NONE_MATCH, etag.as_str()))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        assert!(to_bytes(res.into_body()).await.unwrap().is_empty());
     }
 
     /// HEAD through a real server: the body is dropped by the dispatcher

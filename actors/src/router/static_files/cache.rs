@@ -19,8 +19,11 @@
 //!   bytes read with it; a file whose size or times changed while it was
 //!   read is not kept.
 //! - Files up to [`MAX_FILE`] only, at most [`MAX_BYTES`] per worker thread
-//!   (the cache is emptied when it would grow past that), so memory stays
-//!   bounded whatever the site holds.
+//!   and [`MAX_ENTRIES`] entries (the cache is emptied when it would grow
+//!   past either), so memory stays bounded whatever the site holds and
+//!   whatever paths clients ask for: each entry counts its key and headers
+//!   too, so many spellings of one empty file (`/a`, `//a`, `/%61`) cannot
+//!   pile up.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,8 +43,13 @@ use bytes::Bytes;
 pub(super) const TTL: Duration = Duration::from_secs(1);
 /// Larger files are never kept.
 pub(super) const MAX_FILE: u64 = 64 * 1024;
-/// Bytes of file content kept per worker thread at most.
+/// Bytes kept per worker thread at most: file content, keys and headers.
 const MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Entries kept per worker thread at most.
+const MAX_ENTRIES: usize = 4096;
+/// What an entry costs besides its body, key and header bytes (the map's
+/// slot, the header map's tables), counted so that empty files cost too.
+const ENTRY_OVERHEAD: usize = 256;
 
 /// What identifies an answer: the route's folder, the request path below
 /// it as it came on the wire, and whether it ended with `/`.
@@ -66,6 +74,8 @@ struct Entry {
     at: Instant,
     headers: HeaderMap,
     body: Bytes,
+    /// What this entry counts against [`MAX_BYTES`].
+    cost: usize,
 }
 
 #[derive(Default)]
@@ -107,7 +117,7 @@ pub(super) fn get(key: &Key) -> Option<HttpResponse> {
             return Some(res.map_into_boxed_body());
         }
         if let Some(old) = cache.entries.remove(key) {
-            cache.bytes -= old.body.len();
+            cache.bytes -= old.cost;
         }
         None
     })
@@ -161,21 +171,35 @@ pub(super) fn put(key: Key, res: &HttpResponse, body: Bytes, at: Instant) {
     if res.status() != StatusCode::OK {
         return;
     }
+    let headers = res.headers().clone();
+    let cost = ENTRY_OVERHEAD
+        + key.root.as_os_str().len()
+        + key.rest.len()
+        + body.len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum::<usize>();
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if cache.bytes + body.len() > MAX_BYTES {
+        if let Some(old) = cache.entries.remove(&key) {
+            cache.bytes -= old.cost;
+        }
+        if cache.bytes + cost > MAX_BYTES || cache.entries.len() >= MAX_ENTRIES {
             cache.entries.clear();
             cache.bytes = 0;
         }
-        cache.bytes += body.len();
+        if cost > MAX_BYTES {
+            return;
+        }
+        cache.bytes += cost;
         let entry = Entry {
             at,
-            headers: res.headers().clone(),
+            headers,
             body,
+            cost,
         };
-        if let Some(old) = cache.entries.insert(key, entry) {
-            cache.bytes -= old.body.len();
-        }
+        cache.entries.insert(key, entry);
     });
 }
 
@@ -265,6 +289,42 @@ mod tests {
             test::call_service(&app, req).await.status(),
             StatusCode::NOT_MODIFIED
         );
+    }
+
+    #[actix_web::test]
+    async fn many_spellings_of_an_empty_file_stay_within_the_bounds() {
+        let (_base, root) = site();
+        std::fs::write(root.join("empty.txt"), "").unwrap();
+        let app = app!(root);
+        for i in 0..(MAX_ENTRIES + 100) {
+            // Distinct keys for one file: 1..=64 slashes, and letters
+            // percent-encoded or not.
+            let name: String = "empty.txt"
+                .chars()
+                .enumerate()
+                .map(|(bit, c)| {
+                    if (i / 64) >> bit & 1 == 1 {
+                        format!("%{:02X}", c as u8)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            let uri = format!("/s/{}{name}", "/".repeat(1 + i % 64));
+            assert_eq!(get_response!(app, uri.as_str()).status(), StatusCode::OK);
+            CACHE.with(|cache| {
+                let cache = cache.borrow();
+                assert!(cache.entries.len() <= MAX_ENTRIES);
+                assert!(cache.bytes <= MAX_BYTES);
+                let counted: usize = cache.entries.values().map(|e| e.cost).sum();
+                assert_eq!(counted, cache.bytes);
+            });
+        }
+        CACHE.with(|cache| {
+            let cache = cache.borrow();
+            assert!(cache.bytes > 0, "empty files cost too");
+            assert!(cache.entries.len() < MAX_ENTRIES, "the cache was emptied");
+        });
     }
 
     #[actix_web::test]

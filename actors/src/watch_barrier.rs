@@ -11,7 +11,12 @@
 //! few milliseconds for such events) with a proof, at the cost of one
 //! empty write and one event.
 //!
-//! The file lives in a folder of its own, made with mode 0700 under the
+//! Each barrier is a file of its own, `barrier-<generation>`, so an event
+//! that comes back late (after its barrier timed out and the next one was
+//! written) is never taken for the next barrier's: only the event of the
+//! barrier out now confirms anything.
+//!
+//! The files live in a folder of their own, made with mode 0700 under the
 //! temporary folder (never in a certificate folder), removed when the
 //! watcher stops.
 
@@ -22,7 +27,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct Barrier {
     dir: PathBuf,
-    file: PathBuf,
+    /// The generation of the file written last (its file is removed when
+    /// the next one is written).
+    last: u64,
 }
 
 impl Barrier {
@@ -38,9 +45,8 @@ impl Barrier {
         DirBuilder::new().mode(0o700).create(&dir)?;
         // Events name the folder as watched; its real path is what comes back.
         let dir = std::fs::canonicalize(&dir)?;
-        let file = dir.join("barrier");
-        let barrier = Barrier { dir, file };
-        barrier.touch()?;
+        let mut barrier = Barrier { dir, last: 0 };
+        barrier.touch(0)?;
         Ok(barrier)
     }
 
@@ -55,21 +61,38 @@ impl Barrier {
         path.starts_with(&self.dir)
     }
 
-    /// Whether an event path is the barrier file itself.
-    pub fn is_file(&self, path: &Path) -> bool {
-        path == self.file
+    /// The generation of a barrier file's event path, if it is one.
+    pub fn generation(&self, path: &Path) -> Option<u64> {
+        if path.parent() != Some(self.dir.as_path()) {
+            return None;
+        }
+        path.file_name()?
+            .to_str()?
+            .strip_prefix("barrier-")?
+            .parse()
+            .ok()
     }
 
-    /// Writes the file empty: its close event is the barrier.
-    pub fn touch(&self) -> std::io::Result<()> {
-        std::fs::write(&self.file, b"")
+    fn file(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("barrier-{generation}"))
+    }
+
+    /// Writes the empty file of `generation` (its close event is the
+    /// barrier) and removes the previous one.
+    pub fn touch(&mut self, generation: u64) -> std::io::Result<()> {
+        std::fs::write(self.file(generation), b"")?;
+        if self.last != generation {
+            let _ = std::fs::remove_file(self.file(self.last));
+        }
+        self.last = generation;
+        Ok(())
     }
 }
 
 impl Drop for Barrier {
     fn drop(&mut self) {
         // Best effort: a folder left behind holds one empty file.
-        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_file(self.file(self.last));
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -81,14 +104,19 @@ mod tests {
     #[test]
     fn made_private_and_removed_on_drop() {
         use std::os::unix::fs::PermissionsExt;
-        let b = Barrier::create().expect("barrier");
+        let mut b = Barrier::create().expect("barrier");
         let dir = b.dir().to_path_buf();
         let mode = std::fs::metadata(&dir).expect("dir").permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
-        assert!(b.owns(&dir.join("barrier")));
-        assert!(b.is_file(&dir.join("barrier")));
+        assert!(b.owns(&dir.join("barrier-0")));
         assert!(!b.owns(Path::new("/etc/passwd")));
-        b.touch().expect("touch");
+        b.touch(7).expect("touch");
+        assert_eq!(b.generation(&dir.join("barrier-7")), Some(7));
+        assert_eq!(b.generation(&dir.join("barrier")), None);
+        assert_eq!(b.generation(Path::new("/tmp/barrier-7")), None);
+        // Only the last generation's file is left.
+        assert!(dir.join("barrier-7").exists());
+        assert!(!dir.join("barrier-0").exists());
         drop(b);
         assert!(!dir.exists());
     }

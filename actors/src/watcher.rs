@@ -141,11 +141,13 @@ impl Watcher {
             return;
         }
         self.checks_out = std::mem::take(&mut self.checks_waiting);
-        let touched = self.barrier.as_ref().map(|b| b.touch());
+        // A new generation for each barrier: a late event of an earlier one
+        // (timed out) must never confirm these checks.
+        self.barrier_gen += 1;
+        let gen = self.barrier_gen;
+        let touched = self.barrier.as_mut().map(|b| b.touch(gen));
         match touched {
             Some(Ok(())) => {
-                self.barrier_gen += 1;
-                let gen = self.barrier_gen;
                 ctx.run_later(BARRIER_TIMEOUT, move |act, ctx| {
                     if act.barrier_gen == gen && !act.checks_out.is_empty() {
                         log::debug!(target: TARGET, "the barrier's event did not come back; eager pairs left to the debounced look");
@@ -421,7 +423,12 @@ impl Handler<RawEvents> for Watcher {
         if let Some(b) = &self.barrier {
             if msg.paths.iter().any(|p| b.owns(p)) {
                 // The watcher's own file: never the store's business.
-                let back = msg.kind == RawKind::Closed && msg.paths.iter().any(|p| b.is_file(p));
+                // Only the event of the barrier out now confirms its checks.
+                let back = msg.kind == RawKind::Closed
+                    && msg
+                        .paths
+                        .iter()
+                        .any(|p| b.generation(p) == Some(self.barrier_gen));
                 if back && !self.checks_out.is_empty() {
                     self.answer_checks(ctx, false);
                 }

@@ -33,7 +33,7 @@ fn chunk(data: &[u8]) -> Vec<u8> {
 }
 
 /// The upstream answers with the head and [`FIRST`], waits for the test's
-/// go, then sends [`LAST`]; `sent_last` is set once it has.
+/// go, then sends [`LAST`]; `sent_last` is set as it starts to.
 fn slow_response(framing: Framing) {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let go_rx = Arc::new(Mutex::new(go_rx));
@@ -72,10 +72,15 @@ fn slow_response(framing: Framing) {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .recv_timeout(DEADLINE);
-            if go.is_err() || write_now(&mut sock, &last).is_err() {
+            if go.is_err() {
                 return;
             }
+            // Set before the write: the client may read the last part (and
+            // check this) before this thread runs again after the write.
             sent_last.update(|s| *s = true);
+            if write_now(&mut sock, &last).is_err() {
+                return;
+            }
             // Closing ends a close-delimited body; the others are framed.
         })
     };

@@ -69,25 +69,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# pick_port VAR: sets VAR to a TCP port on 127.0.0.1 that nothing listens on,
-# below the ephemeral range (so an outgoing connection does not take it
-# meanwhile), not handed out before in this run. (Not called in a $(...):
-# the list of ports handed out must outlive the call.)
-used_ports=' '
-pick_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 12000))
-        case $used_ports in *" $p "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            used_ports="$used_ports$p "
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# pick_port, listening, now_ms, median
+. "$repo/scripts/bench-lib.sh"
 
 # issuer_of PORT NAME: the issuer of the leaf served for NAME (empty on failure).
 issuer_of() {
@@ -207,8 +190,6 @@ EOF
     stop_pebble
     RESULT=$result
 }
-
-median() { sort -n | awk '{a[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print int((a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 
 declare -A runs
 case " $SERVERS " in *" clace "*) echo "clace: $CLACE_BIN ($("$CLACE_BIN" version 2>/dev/null || echo '?'))" >&2 ;; esac

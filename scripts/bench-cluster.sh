@@ -161,26 +161,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# pick_port VAR: sets VAR to a TCP port on 127.0.0.1 that nothing listens on,
-# below the ephemeral range (so an outgoing connection does not take it
-# meanwhile), not handed out before in this run. (Not called in a $(...):
-# the list of ports handed out must outlive the call.)
-used_ports=' '
-pick_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 12000))
-        case $used_ports in *" $p "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            used_ports="$used_ports$p "
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# pick_port, listening, now_ms, median
+. "$repo/scripts/bench-lib.sh"
 
 # issuer_of PORT NAME: the issuer line s_client prints for the leaf served
 # for NAME (empty on failure). No trust store is loaded (nothing is
@@ -445,7 +427,6 @@ EOF
 
 # med_of VALUES...: their median ("-" if none).
 med_of() { if [ "$#" -eq 0 ]; then echo '-'; else printf '%s\n' "$@" | median; fi; }
-median() { sort -n | awk '{a[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print int((a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 
 echo "clace: $CLACE_BIN ($("$CLACE_BIN" version 2>/dev/null || echo '?'), $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'))" >&2
 echo "pebble: $(dpkg-query -W -f '${Version}' pebble 2>/dev/null || echo '?'), haproxy: $("$HAPROXY_BIN" -v 2>/dev/null | head -n 1 | awk '{print $3}')$(case " $STORAGES " in *" postgres "*) echo ", postgresql: $("$PG_BIN/postgres" --version | awk '{print $3}')" ;; esac)" >&2

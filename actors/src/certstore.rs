@@ -154,8 +154,9 @@ pub struct CertStore {
     /// While handling an eager `PathsChanged` the watcher can confirm: the
     /// pairs found whole and valid, held for its answer.
     found: Vec<Candidate>,
-    /// Pairs waiting for the watcher's `EagerChecked`, by token.
-    held: BTreeMap<u64, Vec<Candidate>>,
+    /// Pairs waiting for the watcher's `EagerChecked`, by token, each with
+    /// the paths of its files that the watcher was asked about.
+    held: BTreeMap<u64, Vec<(Candidate, Vec<PathBuf>)>>,
     next_token: u64,
 }
 
@@ -470,6 +471,7 @@ impl CertStore {
                 .held
                 .values()
                 .flatten()
+                .map(|(c, _)| c)
                 .chain(&self.found)
                 .any(|c| c.kind == kind && c.stem == stem && c.fp == fp);
             if prev.as_ref() == Some(&fp) || held || key_meta.is_none() {
@@ -857,15 +859,25 @@ impl CertStore {
         let Some(checks) = &self.checks else {
             return;
         };
-        let mut files = BTreeSet::new();
-        for c in &found {
-            for f in [&c.crt, &c.key] {
-                files.insert(f.clone());
-                if let Ok(real) = std::fs::canonicalize(f) {
-                    files.insert(real);
+        // Each file as named and where its links lead now: the answer is
+        // read against these same paths.
+        let found: Vec<(Candidate, Vec<PathBuf>)> = found
+            .into_iter()
+            .map(|c| {
+                let mut paths = Vec::new();
+                for f in [&c.crt, &c.key] {
+                    paths.push(f.clone());
+                    if let Ok(real) = std::fs::canonicalize(f) {
+                        paths.push(real);
+                    }
                 }
-            }
-        }
+                (c, paths)
+            })
+            .collect();
+        let files: BTreeSet<PathBuf> = found
+            .iter()
+            .flat_map(|(_, paths)| paths.iter().cloned())
+            .collect();
         self.next_token += 1;
         let token = self.next_token;
         while self.held.len() >= MAX_HELD {
@@ -888,12 +900,8 @@ impl Handler<EagerChecked> for CertStore {
             return;
         };
         let mut changed = false;
-        for c in found {
-            let written = [&c.crt, &c.key].into_iter().any(|f| {
-                msg.written.contains(f)
-                    || std::fs::canonicalize(f).is_ok_and(|real| msg.written.contains(&real))
-            });
-            if written {
+        for (c, paths) in found {
+            if paths.iter().any(|p| msg.written.contains(p)) {
                 // Written around the read: the debounced look decides.
                 continue;
             }

@@ -22,6 +22,7 @@ mod systemd;
 mod admin;
 mod certs_cli;
 mod hardening;
+mod http2;
 mod https;
 mod reload;
 mod supervision;

@@ -44,6 +44,7 @@
 
 pub mod acme;
 pub mod admin_socket;
+pub mod batched_writes;
 pub mod certs;
 pub mod certstore;
 #[cfg(feature = "fault-injection")]

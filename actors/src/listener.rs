@@ -17,6 +17,7 @@ use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use actix_web::HttpServer;
 
+use crate::batched_writes::BatchedWrites;
 use crate::health::{ActorName, ActorState, Health};
 use crate::messages::{Rebind, Restart, Shutdown};
 use crate::router::{self, RouterState, Scheme};
@@ -278,26 +279,19 @@ fn https_server(
             .client_request_timeout(limits.request_header_timeout)
             // HttpServer's default: a closing connection gets 1 s to end.
             .client_disconnect_timeout(Duration::from_secs(1))
-            // A response head and body go out as separate TLS records:
-            // without this, Nagle holds the second one for the client's
-            // delayed ACK (40 ms per request on keep-alive connections).
-            .tcp_nodelay(true)
             .on_connect_ext({
                 let state = Arc::clone(&state);
-                move |io: &Tls, ext: &mut actix_web::dev::Extensions| {
-                    on_connect(&state, io as &dyn std::any::Any, ext)
+                move |io: &BatchedWrites<Tls>, ext: &mut actix_web::dev::Extensions| {
+                    on_connect(&state, io.get_ref() as &dyn std::any::Any, ext)
                 }
             })
             // The application reads no part of its config (the admin
             // endpoints take the local address from `on_connect`).
             .finish(actix_service::map_config(app, |_| {
                 actix_web::dev::AppConfig::default()
-            }))
-            .rustls_0_23_with_config(
-                tls.clone(),
-                actix_http::TlsAcceptorConfig::default()
-                    .handshake_timeout(limits.tls_handshake_timeout),
-            );
+            }));
+        let http = tls_acceptor(tls.clone(), limits.tls_handshake_timeout)
+            .and_then(http.map_err(actix_tls::accept::TlsError::Service));
         actix_service::apply_fn_factory(http, move |io: Tcp, service| {
             let peer = io.peer_addr().ok().map(|a| a.ip());
             let admitted = state.limits.admit(peer, &state.admin.metrics.refused);
@@ -316,6 +310,46 @@ fn https_server(
         })
     })?;
     Ok(server.run())
+}
+
+/// The TLS half of what actix-http's `rustls_0_23_with_config` builds:
+/// `h2` and `http/1.1` offered by ALPN (before the config's own, such as
+/// `acme-tls/1`), the handshake timeout, then the protocol the client
+/// chose, with `TCP_NODELAY` set. The stream comes wrapped in [`BatchedWrites`], which gathers an
+/// HTTP/2 connection's small writes (see there why).
+fn tls_acceptor(
+    mut tls: rustls::ServerConfig,
+    handshake_timeout: Duration,
+) -> impl actix_service::ServiceFactory<
+    Tcp,
+    Config = (),
+    Response = (BatchedWrites<Tls>, actix_http::Protocol, Option<SocketAddr>),
+    Error = actix_tls::accept::TlsError<std::io::Error, actix_http::error::DispatchError>,
+    InitError = (),
+> {
+    use actix_service::ServiceFactoryExt as _;
+
+    let mut protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    protocols.append(&mut tls.alpn_protocols);
+    tls.alpn_protocols = protocols;
+    let mut acceptor = actix_tls::accept::rustls_0_23::Acceptor::new(tls);
+    acceptor.set_handshake_timeout(handshake_timeout);
+    acceptor
+        .map_err(actix_tls::accept::TlsError::into_service_error)
+        .and_then(|io: Tls| async move {
+            let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let protocol = if h2 {
+                actix_http::Protocol::Http2
+            } else {
+                actix_http::Protocol::Http1
+            };
+            // A response head and body go out as separate TLS records:
+            // without this, Nagle holds the second one for the client's
+            // delayed ACK (40 ms per request on keep-alive connections).
+            let _ = io.get_ref().0.set_nodelay(true);
+            let peer = io.get_ref().0.peer_addr().ok();
+            Ok((BatchedWrites::new(io, h2), protocol, peer))
+        })
 }
 
 /// Restart backoff after failures: 0, 0.1 s, 0.2 s, 0.4 s ... at most 30 s.

@@ -13,7 +13,7 @@ use crate::tls_util::{handshake, mode, World};
 use crate::util::http::{
     connect, get, read_response, read_response_from, Request, Response, IO_TIMEOUT,
 };
-use crate::util::{config_with, toml_path, wait_until, Clace, DEADLINE};
+use crate::util::{config_with, h2, toml_path, wait_until, Clace, DEADLINE};
 
 /// `$CL_HOME/run/clace.sock`.
 fn socket_of(home: &Path) -> PathBuf {
@@ -645,15 +645,6 @@ fn a_half_open_handshake_flood_from_one_ip_leaves_others_served() {
     assert!(wait_until(DEADLINE, || handshake(v6, Some("localhost")).is_ok()));
 }
 
-/// One HTTP/2 frame: length, type, flags, stream, payload (RFC 9113 §4.1).
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    f.extend_from_slice(&[kind, flags]);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// What an HTTP/2 server did, as far as a test reads.
 #[derive(Debug, PartialEq, Eq)]
 enum H2Seen {
@@ -699,24 +690,6 @@ fn h2_read(stream: &mut impl Read) -> H2Seen {
     }
 }
 
-/// The client preface and an empty SETTINGS frame.
-fn h2_preface() -> Vec<u8> {
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend(h2_frame(4, 0, 0, &[]));
-    out
-}
-
-/// `GET /_clace/health` on https://localhost as an HPACK block: indexed
-/// :method GET and :scheme https, literal :path and :authority (RFC 7541
-/// appendix A, no Huffman coding).
-fn h2_get_health() -> Vec<u8> {
-    let mut block = vec![0x82, 0x87, 0x04, 14];
-    block.extend_from_slice(b"/_clace/health");
-    block.extend_from_slice(&[0x01, 9]);
-    block.extend_from_slice(b"localhost");
-    block
-}
-
 fn h2_connect(addr: std::net::SocketAddr) -> crate::tls_util::Handshake {
     let h2 = crate::tls_util::handshake_with(
         addr,
@@ -734,19 +707,19 @@ fn an_http2_client_resetting_streams_in_a_loop_is_cut_off() {
     let daemon = world.serve_ready();
     // The frames are well formed: one request gets its answer.
     let mut h2 = h2_connect(daemon.https);
-    let mut out = h2_preface();
-    out.extend(h2_frame(1, 0x5, 1, &h2_get_health()));
+    let mut out = h2::preface();
+    out.extend(h2::frame(1, 0x5, 1, &h2::get("/_clace/health")));
     h2.stream.write_all(&out).unwrap();
     assert_eq!(h2_read(&mut h2.stream), H2Seen::Headers);
 
     // HEADERS (END_STREAM | END_HEADERS) then RST_STREAM (CANCEL), again
     // and again: the rapid reset attack (CVE-2023-44487).
     let mut h2 = h2_connect(daemon.https);
-    let mut out = h2_preface();
+    let mut out = h2::preface();
     for i in 0..5000u32 {
         let id = 2 * i + 1;
-        out.extend(h2_frame(1, 0x5, id, &h2_get_health()));
-        out.extend(h2_frame(3, 0, id, &8u32.to_be_bytes()));
+        out.extend(h2::frame(1, 0x5, id, &h2::get("/_clace/health")));
+        out.extend(h2::frame(3, 0, id, &8u32.to_be_bytes()));
     }
     let _ = h2.stream.write_all(&out);
     let _ = h2.stream.flush();

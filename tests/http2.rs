@@ -7,7 +7,9 @@
 use std::fs;
 use std::process::Command;
 
-use crate::util::{toml_path, Clace};
+use std::io::{Read as _, Write as _};
+
+use crate::util::{h2, toml_path, Clace};
 
 /// Bytes no other file of the test has: a simple generator seeded per file.
 fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -126,4 +128,99 @@ fn many_streams_on_one_connection_each_get_their_own_bytes() {
             ),
         }
     }
+}
+
+/// User plus system CPU time of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name, which ends at the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Backpressure through the gathering layer: answers held while the
+/// client reads nothing all arrive, whole, once it reads. (The state where
+/// a held flush meets a full socket is driven step by step in
+/// batched_writes.rs' unit tests.)
+#[test]
+fn a_client_that_stops_reading_gets_every_answer_once_it_reads() {
+    let clace = Clace::new();
+    let site = clace.root().join("site");
+    fs::create_dir_all(&site).expect("mkdir");
+    // Each response is one small write the daemon gathers (under 8 KiB).
+    const SMALL: usize = 6_000;
+    fs::write(site.join("small.bin"), content(8, SMALL)).expect("write");
+    clace.write_config(&format!(
+        "[http]\nport = 0\n\n[https]\nport = 0\n\n[[route]]\npath = \"/site\"\nstatic = {}\n",
+        toml_path(&site)
+    ));
+    let mut proc = clace.spawn(&["serve"]);
+    let https = proc.listening_addr("https");
+    let pid = proc.pid().as_raw();
+
+    let mut conn = crate::tls_util::handshake_with(
+        https,
+        &crate::tls_util::Hello::sni(Some("localhost")).alpn(&["h2"]),
+    )
+    .expect("handshake");
+    assert_eq!(conn.alpn_str().as_deref(), Some("h2"));
+    // Windows wide open (SETTINGS_INITIAL_WINDOW_SIZE and the
+    // connection's), so flow control never stops the daemon: only its
+    // full socket does.
+    let max_window = (1u32 << 31) - 1;
+    let mut out = h2::preface_with(&[(4, max_window)]);
+    out.extend(h2::frame(8, 0, 0, &(max_window - 65_535).to_be_bytes()));
+    conn.stream.write_all(&out).expect("send");
+
+    // For a second the client asks for 8 files and sends a PING every
+    // 20 ms, and reads nothing (2.4 MB of answers): the daemon's socket
+    // fills up and its answers wait. A connection task that woke itself
+    // to retry would burn a core meanwhile (100 ticks per second).
+    let before = cpu_ticks(pid);
+    let started = std::time::Instant::now();
+    let (mut asked, mut pings) = (0u32, 0u32);
+    while started.elapsed() < std::time::Duration::from_secs(1) {
+        let mut more = h2::frame(6, 0, 0, &u64::from(pings).to_be_bytes());
+        pings += 1;
+        for _ in 0..8 {
+            more.extend(h2::frame(
+                1,
+                0x5,
+                1 + 2 * asked,
+                &h2::get("/site/small.bin"),
+            ));
+            asked += 1;
+        }
+        conn.stream.write_all(&more).expect("send");
+        // The pace of this client, not a wait for the daemon.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let used = cpu_ticks(pid) - before;
+    let elapsed = started.elapsed();
+
+    // Then everything arrives: every response whole, every PING answered.
+    let (mut data, mut heads, mut acks) = (0usize, 0u32, 0u32);
+    let mut head = [0u8; 9];
+    while heads < asked || acks < pings || data < asked as usize * SMALL {
+        conn.stream
+            .read_exact(&mut head)
+            .expect("read a frame head");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        conn.stream.read_exact(&mut payload).expect("read a frame");
+        match head[3] {
+            0 => data += len,
+            1 => heads += 1,
+            6 if head[4] & 1 == 1 => acks += 1,
+            7 => panic!("GOAWAY: {payload:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(data, asked as usize * SMALL, "the bodies' bytes");
+    assert!(
+        (used as f64) < elapsed.as_secs_f64() * 100.0 * 0.25,
+        "the daemon used {used} ticks of CPU in {elapsed:?} while its one client read nothing"
+    );
 }

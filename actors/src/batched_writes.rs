@@ -39,6 +39,10 @@ pub struct BatchedWrites<T> {
     io: T,
     buf: Vec<u8>,
     batch: bool,
+    /// The last attempt to write the buffer out found the socket full:
+    /// the stream will wake the task when it drains, so a flush waits
+    /// for that instead of waking the task at once (which would spin).
+    blocked: bool,
 }
 
 impl<T> BatchedWrites<T> {
@@ -48,6 +52,7 @@ impl<T> BatchedWrites<T> {
             io,
             buf: Vec::new(),
             batch,
+            blocked: false,
         }
     }
 
@@ -61,12 +66,19 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
     /// Writes out everything buffered and flushes the stream.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.buf.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf))?;
+            let n = match Pin::new(&mut self.io).poll_write(cx, &self.buf) {
+                Poll::Pending => {
+                    self.blocked = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(n) => n?,
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.buf.drain(..n);
         }
+        self.blocked = false;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
@@ -150,6 +162,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
         if this.buf.is_empty() {
             return Pin::new(&mut this.io).poll_flush(cx);
         }
+        if this.blocked {
+            // The socket was full: wait for it like any flush would.
+            return this.poll_drain(cx);
+        }
         // Deferred to the next poll of this task, which the wake makes
         // come right after the current one.
         cx.waker().wake_by_ref();
@@ -218,6 +234,56 @@ mod tests {
             Poll::Ready(Ok(()))
         ));
         assert!(flag.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_a_full_socket_instead_of_spinning() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let waker = std::task::Waker::from(Arc::new(Count(wakes.clone())));
+        let mut cx = Context::from_waker(&waker);
+        // The peer reads nothing and its pipe holds 8 bytes.
+        let (near, mut far) = tokio::io::duplex(8);
+        let mut s = BatchedWrites::new(near, true);
+        let data = [7u8; 20];
+        assert!(matches!(
+            Pin::new(&mut s).poll_write(&mut cx, &data),
+            Poll::Ready(Ok(20))
+        ));
+        // The first flush is deferred (a wake); the read that follows
+        // finds the pipe full.
+        assert!(Pin::new(&mut s).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        let mut space = [0u8; 4];
+        let mut out = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut s).poll_read(&mut cx, &mut out).is_pending());
+        // Now a flush waits for the pipe, without waking the task itself.
+        let before = wakes.load(Ordering::SeqCst);
+        assert!(Pin::new(&mut s).poll_flush(&mut cx).is_pending());
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            before,
+            "the flush woke its own task"
+        );
+        // The peer reads: the task is woken and the rest goes out.
+        let mut got = vec![0u8; 8];
+        far.read_exact(&mut got).await.unwrap();
+        assert!(
+            wakes.load(Ordering::SeqCst) > before,
+            "no wake when the pipe drained"
+        );
+        let mut rest = vec![0u8; 12];
+        let (flushed, read) = tokio::join!(s.flush(), far.read_exact(&mut rest));
+        flushed.unwrap();
+        read.unwrap();
+        assert_eq!([got, rest].concat(), data);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod h2;
 pub mod haproxy;
 pub mod http;
 pub mod pebble;

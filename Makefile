@@ -37,10 +37,12 @@ release-check: build
 		echo "release-check: target/release/clace contains fault injection" >&2; exit 1; \
 	else echo "release-check: no fault injection in target/release/clace"; fi
 
-## Criterion benchmarks of the hot paths (certificate resolution, a static request).
+## Criterion benchmarks of the hot paths (certificate resolution, a static
+## request, HTTP/2 writes).
 bench:
 	$(CARGO) bench -p clace-actors --bench resolve
 	$(CARGO) bench -p clace-actors --bench static_file
+	$(CARGO) bench -p clace-actors --bench batched_writes
 
 ## Whole-daemon figures against nginx (and caddy), with the shared scripts.
 bench-peers: build

@@ -35,8 +35,10 @@ pub const PASS_THROUGH: usize = 8 * 1024;
 /// A stream whose small writes are gathered until the task yields (see
 /// the module's documentation).
 #[derive(Debug)]
-pub struct BatchedWrites<T> {
+pub struct BatchedWrites<T: AsyncWrite + Unpin> {
     io: T,
+    /// What is held: at most [`LIMIT`] bytes, allocated for a batch and
+    /// given back when it has gone out (an idle connection holds none).
     buf: Vec<u8>,
     batch: bool,
     /// The last attempt to write the buffer out found the socket full:
@@ -45,7 +47,7 @@ pub struct BatchedWrites<T> {
     blocked: bool,
 }
 
-impl<T> BatchedWrites<T> {
+impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
     /// `batch`: gather writes (HTTP/2); else every call passes through.
     pub fn new(io: T, batch: bool) -> BatchedWrites<T> {
         BatchedWrites {
@@ -60,11 +62,20 @@ impl<T> BatchedWrites<T> {
     pub fn get_ref(&self) -> &T {
         &self.io
     }
-}
 
-impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
-    /// Writes out everything buffered and flushes the stream.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Holds `data`: the batch's buffer is allocated at its full size on
+    /// its first bytes, so it never grows past [`LIMIT`].
+    fn hold(&mut self, data: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(LIMIT);
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Writes out everything held into the stream (TLS: into rustls,
+    /// which sends what the socket takes; the rest goes at the next
+    /// flush), then gives the buffer back.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.buf.is_empty() {
             let n = match Pin::new(&mut self.io).poll_write(cx, &self.buf) {
                 Poll::Pending => {
@@ -79,6 +90,13 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
             self.buf.drain(..n);
         }
         self.blocked = false;
+        self.buf = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes out everything held and flushes the stream.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
@@ -86,11 +104,11 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
     /// buffered, Ready(false) when they go straight to the stream.
     fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
         if len >= PASS_THROUGH {
-            ready!(self.poll_drain(cx))?;
+            ready!(self.poll_write_out(cx))?;
             return Poll::Ready(Ok(false));
         }
         if self.buf.len() + len > LIMIT {
-            ready!(self.poll_drain(cx))?;
+            ready!(self.poll_write_out(cx))?;
         }
         Poll::Ready(Ok(true))
     }
@@ -107,7 +125,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedWrites<T> {
             // The batch goes out before the task waits for the peer. A
             // full socket (Pending) has registered the task for when it
             // drains; reading goes on meanwhile.
-            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
                 return Poll::Ready(Err(e));
             }
         }
@@ -126,7 +144,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
             return Pin::new(&mut this.io).poll_write(cx, data);
         }
         if ready!(this.poll_room(cx, data.len()))? {
-            this.buf.extend_from_slice(data);
+            this.hold(data);
             Poll::Ready(Ok(data.len()))
         } else {
             Pin::new(&mut this.io).poll_write(cx, data)
@@ -145,7 +163,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
         let len = bufs.iter().map(|b| b.len()).sum();
         if ready!(this.poll_room(cx, len))? {
             for b in bufs {
-                this.buf.extend_from_slice(b);
+                this.hold(b);
             }
             Poll::Ready(Ok(len))
         } else {
@@ -176,6 +194,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Drop for BatchedWrites<T> {
+    /// A connection dropped without a shutdown (actix-http ends an HTTP/2
+    /// connection whose PING went unanswered that way) still sends what
+    /// it held, as far as the socket takes it now.
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.poll_drain(&mut cx);
+        }
     }
 }
 
@@ -284,6 +314,38 @@ mod tests {
         flushed.unwrap();
         read.unwrap();
         assert_eq!([got, rest].concat(), data);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_went_out_leaves_no_buffer_behind() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let mut s = BatchedWrites::new(near, true);
+        s.write_all(&[1u8; 1000]).await.unwrap();
+        assert_eq!(s.buf.capacity(), LIMIT, "allocated once, at its bound");
+        for _ in 0..40 {
+            s.write_all(&[2u8; 1000]).await.unwrap();
+        }
+        assert!(s.buf.capacity() <= LIMIT, "grew past its bound");
+        s.flush().await.unwrap();
+        far.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        assert_eq!(s.buf.capacity(), 0, "an idle connection holds a buffer");
+        let mut got = vec![0u8; 41_000];
+        far.read_exact(&mut got).await.unwrap();
+        assert!(got[..1000].iter().all(|&b| b == 1) && got[1000..].iter().all(|&b| b == 2));
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_without_a_shutdown_still_sends_what_it_held() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut s = BatchedWrites::new(near, true);
+        s.write_all(b"goaway").await.unwrap();
+        s.flush().await.unwrap();
+        drop(s);
+        let mut all = Vec::new();
+        far.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"goaway");
     }
 
     #[tokio::test]

@@ -313,7 +313,7 @@ fn https_server(
 }
 
 /// The TLS half of what actix-http's `rustls_0_23_with_config` builds:
-/// `h2` and `http/1.1` offered by ALPN (before the config's own, such as
+/// `h2` and `http/1.1` offered by ALPN (then the config's others, such as
 /// `acme-tls/1`), the handshake timeout, then the protocol the client
 /// chose, with `TCP_NODELAY` set. The stream comes wrapped in [`BatchedWrites`], which gathers an
 /// HTTP/2 connection's small writes (see there why).
@@ -330,7 +330,11 @@ fn tls_acceptor(
     use actix_service::ServiceFactoryExt as _;
 
     let mut protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    protocols.append(&mut tls.alpn_protocols);
+    for p in std::mem::take(&mut tls.alpn_protocols) {
+        if !protocols.contains(&p) {
+            protocols.push(p);
+        }
+    }
     tls.alpn_protocols = protocols;
     let mut acceptor = actix_tls::accept::rustls_0_23::Acceptor::new(tls);
     acceptor.set_handshake_timeout(handshake_timeout);

@@ -18,6 +18,11 @@
 //! 16 KiB frames of a large body) goes to the TLS stream as it is, after
 //! what is buffered: large bodies are not copied once more.
 //!
+//! The buffer is allocated for a batch (32 KiB) and given back once it
+//! has gone out: an idle connection holds none. A stream dropped without
+//! a shutdown still writes out what it held, as far as the socket takes
+//! it.
+//!
 //! HTTP/1.1 connections (one response per request) pass every call
 //! straight through.
 

@@ -315,8 +315,9 @@ fn https_server(
 /// The TLS half of what actix-http's `rustls_0_23_with_config` builds:
 /// `h2` and `http/1.1` offered by ALPN (then the config's others, such as
 /// `acme-tls/1`), the handshake timeout, then the protocol the client
-/// chose, with `TCP_NODELAY` set. The stream comes wrapped in [`BatchedWrites`], which gathers an
-/// HTTP/2 connection's small writes (see there why).
+/// chose, with `TCP_NODELAY` set. The stream comes wrapped in
+/// [`BatchedWrites`], which gathers an HTTP/2 connection's small writes
+/// (see there why).
 fn tls_acceptor(
     mut tls: rustls::ServerConfig,
     handshake_timeout: Duration,

@@ -73,17 +73,6 @@ fn respond_with_file(
     name: &Path,
     keep: Option<cache::Key>,
 ) -> HttpResponse {
-    // A second handle on the same file, kept only for the `If-Range`
-    // fallback below; `try_clone` duplicates the descriptor (no disk I/O).
-    let if_range_check = req.method() == Method::GET
-        && req.headers().contains_key(header::RANGE)
-        && req.headers().contains_key(header::IF_RANGE);
-    let spare = if if_range_check {
-        file.try_clone().ok()
-    } else {
-        None
-    };
-
     let read_at = std::time::Instant::now();
     let kept = keep.and_then(|key| cache::read_small(&file).map(|(meta, body)| (key, meta, body)));
 
@@ -94,11 +83,15 @@ fn respond_with_file(
     let named_meta = named.metadata().clone();
     let length = named.metadata().len();
     // Files up to 64 KiB are read in one go on the worker (a page-cache
-    // copy) by actix-files. A larger GET's body is read by
-    // [`body::file_body`] instead (on the worker while the page cache has
-    // it), from a second handle: actix-files' reader would send every
-    // 64 KiB to the blocking pool.
-    let body_file = (req.method() == Method::GET && length > SYNC_READ_LIMIT)
+    // copy) by actix-files. A larger GET's body, and the whole file of the
+    // `If-Range` fallback below, are read by [`body::file_body`] instead
+    // (on the worker while the page cache has it), from a second handle
+    // (`try_clone` duplicates the descriptor, no disk I/O): actix-files'
+    // reader would send every 64 KiB to the blocking pool.
+    let large = length > SYNC_READ_LIMIT;
+    let if_range_check =
+        req.headers().contains_key(header::RANGE) && req.headers().contains_key(header::IF_RANGE);
+    let spare = (req.method() == Method::GET && (large || if_range_check))
         .then(|| named.file().try_clone().ok())
         .flatten();
     let mut named = named
@@ -122,9 +115,9 @@ fn respond_with_file(
         }
         return res;
     }
-    match body_file {
-        Some(file) => with_file_body(res, file),
-        None => res,
+    match spare {
+        Some(file) if large => with_file_body(res, file),
+        _ => res,
     }
 }
 

@@ -2,17 +2,22 @@
 //! each bounded by the route's idle timeout (the longest silence between
 //! two chunks) and the request by the route's `max_body`.
 
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::web;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use http_body_util::{BodyExt as _, Empty, StreamBody};
-use hyper::body::{Frame, Incoming};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::time::Sleep;
 
-use super::client::{BoxError, UpBody};
+use super::client::Upstream;
+use super::conn::Conn;
+use super::wire::{self, Decoder, Step};
 
 /// How the client's request body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,94 +30,174 @@ pub enum Sent {
     Idle,
     /// The client's stream broke (it went away, or sent a short body).
     Broken,
-    /// The upstream stopped reading (it answered, or failed).
+    /// The upstream stopped reading (it answered, failed, or took nothing
+    /// for the idle timeout).
     UpstreamGone,
 }
 
-/// A body-less request.
-pub fn empty() -> UpBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// Streams `payload` upstream from a task of this worker (actix's payload
-/// is not `Send`; hyper's body must be). Returns the body and how the
-/// client's body ended, once it has.
-pub fn request(
-    mut payload: web::Payload,
+/// Streams the client's `payload` (after `first`, a chunk already taken
+/// from it) to `up`, chunked or as it is.
+pub async fn pump<W: AsyncWrite + Unpin>(
+    payload: &mut web::Payload,
+    first: Option<Bytes>,
+    up: &mut W,
+    chunked: bool,
     idle: Duration,
     max_body: Option<u64>,
-) -> (UpBody, oneshot::Receiver<Sent>) {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
-    let (done_tx, done_rx) = oneshot::channel();
-    actix_web::rt::spawn(async move {
-        let mut total: u64 = 0;
-        let sent = loop {
-            let chunk = match tokio::time::timeout(idle, payload.next()).await {
+) -> Sent {
+    let mut total: u64 = 0;
+    let mut next = first;
+    loop {
+        let chunk = match next.take() {
+            Some(chunk) => chunk,
+            None => match tokio::time::timeout(idle, payload.next()).await {
                 Ok(Some(Ok(chunk))) => chunk,
-                Ok(Some(Err(e))) => {
-                    let _ = tx.send(Err(Box::new(e))).await;
-                    break Sent::Broken;
-                }
-                Ok(None) => break Sent::Whole,
-                Err(_) => {
-                    let _ = tx.send(Err("the client's body went silent".into())).await;
-                    break Sent::Idle;
-                }
-            };
-            total = total.saturating_add(chunk.len() as u64);
-            if max_body.is_some_and(|max| total > max) {
-                let _ = tx.send(Err("request body over max_body".into())).await;
-                break Sent::TooLarge;
-            }
-            if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-                break Sent::UpstreamGone;
-            }
+                Ok(Some(Err(_))) => return Sent::Broken,
+                Ok(None) => break,
+                Err(_) => return Sent::Idle,
+            },
         };
-        let _ = done_tx.send(sent);
-    });
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    (StreamBody::new(frames).boxed_unsync(), done_rx)
+        total = total.saturating_add(chunk.len() as u64);
+        if max_body.is_some_and(|max| total > max) {
+            return Sent::TooLarge;
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        let framed = if chunked { wire::chunk(&chunk) } else { chunk };
+        if !matches!(
+            tokio::time::timeout(idle, up.write_all(&framed)).await,
+            Ok(Ok(()))
+        ) {
+            return Sent::UpstreamGone;
+        }
+    }
+    let end = async {
+        if chunked {
+            up.write_all(wire::LAST_CHUNK).await?;
+        }
+        up.flush().await
+    };
+    match tokio::time::timeout(idle, end).await {
+        Ok(Ok(())) => Sent::Whole,
+        _ => Sent::UpstreamGone,
+    }
 }
 
-/// The upstream's response body as a stream of chunks; a silence longer
-/// than `idle` ends it with an error (the client's connection is then
-/// closed: a body cut short is never passed off as whole), logged with
-/// `label` (the route and upstream).
-pub fn response(
-    body: Incoming,
+/// The rest of an upstream's response body, as a stream of chunks. At
+/// its end a connection that may carry another request goes back to the
+/// pool; dropped before (the client went away), the connection is closed
+/// and the upstream sees the exchange cancelled. A silence longer than
+/// the idle timeout, or a body cut short, ends it with an error (the
+/// client's connection is then closed: a body cut short is never passed
+/// off as whole), logged with the route and upstream.
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
+    upstream: Upstream,
     idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
     label: Rc<str>,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::unfold(Some(body), move |state| {
-        let label = Rc::clone(&label);
-        async move {
-            let mut body = state?;
-            loop {
-                match tokio::time::timeout(idle, body.frame()).await {
-                    Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Some((Ok(data), Some(body)));
-                        }
-                        // Trailers: HTTP/1.1 to the client carries none.
+}
+
+impl ResponseBody {
+    pub fn new(
+        conn: Conn,
+        decoder: Decoder,
+        keep_alive: bool,
+        upstream: Upstream,
+        idle: Duration,
+        label: Rc<str>,
+    ) -> ResponseBody {
+        ResponseBody {
+            conn: Some(conn),
+            decoder,
+            keep_alive,
+            upstream,
+            idle,
+            timer: None,
+            label,
+        }
+    }
+
+    /// Ends the body: the connection goes back to the pool if it can.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && self.decoder.is_done() {
+                self.upstream.checkin(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, kind: io::ErrorKind, what: String) -> Poll<Option<io::Result<Bytes>>> {
+        self.conn = None;
+        log::warn!(target: super::TARGET, "{}: {what}; the response is cut", self.label);
+        Poll::Ready(Some(Err(io::Error::new(kind, what))))
+    }
+}
+
+impl Stream for ResponseBody {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.next(&mut conn.buf) {
+                Ok(Step::Data(data)) => {
+                    this.timer = None;
+                    if this.decoder.is_done() {
+                        this.finish();
                     }
-                    Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
-                    Ok(None) => return None,
-                    Err(_) => {
-                        log::warn!(target: super::TARGET, "{label}: the upstream sent nothing for {}s (idle_timeout); the response is cut", idle.as_secs());
-                        return Some((
-                            Err(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "the upstream's body went silent",
-                            )),
-                            None,
-                        ));
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Ok(Step::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(e) => {
+                    return this.fail(
+                        io::ErrorKind::InvalidData,
+                        format!("the upstream's body: {e}"),
+                    )
+                }
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) if this.decoder.ends_at_close() => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => {
+                    return this.fail(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before the end of the body".into(),
+                    )
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    return this.fail(e.kind(), format!("reading the upstream's body: {e}"))
+                }
+                Poll::Pending => {
+                    let idle = this.idle;
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return this.fail(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the upstream sent nothing for {}s (idle_timeout)",
+                                idle.as_secs()
+                            ),
+                        );
                     }
+                    return Poll::Pending;
                 }
             }
         }
-    })
+    }
 }

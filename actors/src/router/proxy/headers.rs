@@ -1,13 +1,16 @@
-//! Which headers cross the proxy, each way.
-//!
-//! actix-web speaks `http` 0.2 types and hyper `http` 1: headers are carried
-//! across by their bytes, filtered on the way.
+//! Which headers cross the proxy, each way: the request head written
+//! upstream from the client's header bytes, and the upstream's header
+//! values passed to the client as slices of what was read.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use actix_web::http::header::{self as ax, HeaderMap as AxHeaders, HeaderName as AxName};
 use actix_web::HttpRequest;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
+
+use super::client::Endpoint;
+use super::wire::{field, ResponseHead};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -41,94 +44,130 @@ fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> 
         .collect()
 }
 
-/// The headers sent upstream: the client's, minus hop-by-hop ones and
-/// `Expect` (actix-web answered `100-continue` already), plus the original
-/// `Host` and the `X-Forwarded-*` trio. With `upgrade` (a WebSocket
-/// handshake), `Connection: upgrade` and the `Upgrade` header are kept.
-pub fn request_headers(req: &HttpRequest, scheme: &str, upgrade: bool) -> HeaderMap {
+/// How the request body goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    /// None, and no length said.
+    None,
+    /// `Content-Length` (0 included: the client said so).
+    Length(u64),
+    /// Chunked: its length is not known.
+    Chunked,
+}
+
+/// The request head written upstream: the method, the URL's base path
+/// and the client's path and query, then the client's headers minus
+/// hop-by-hop ones and `Expect` (actix-web answered `100-continue`
+/// already), the original `Host` (the URL's for a client that sent none)
+/// and the `X-Forwarded-*` trio, then the body's framing. With `upgrade`
+/// (a WebSocket handshake), `Connection: upgrade` and `Upgrade` are kept.
+pub fn request_head(
+    req: &HttpRequest,
+    endpoint: &Endpoint,
+    scheme: &str,
+    upgrade: bool,
+    body: RequestBody,
+) -> BytesMut {
     let incoming = req.headers();
+    let mut out = BytesMut::with_capacity(512);
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(endpoint.base.as_bytes());
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
     let named = connection_tokens(incoming.get_all(ax::CONNECTION).map(|v| v.as_bytes()));
-    let mut out = HeaderMap::with_capacity(incoming.len() + 4);
     for (name, value) in incoming.iter() {
         let n = name.as_str();
         if is_hop_by_hop(n)
             || named.iter().any(|t| t == n)
             || n == "expect"
+            || n == "host"
+            || n == "content-length"
             || n == X_FORWARDED_FOR
             || n == X_FORWARDED_PROTO
             || n == X_FORWARDED_HOST
         {
             continue;
         }
-        append(&mut out, n, value.as_bytes());
+        field(&mut out, n.as_bytes(), value.as_bytes());
     }
     if upgrade {
         if let Some(u) = incoming.get(ax::UPGRADE) {
-            append(&mut out, "upgrade", u.as_bytes());
-            append(&mut out, "connection", b"upgrade");
+            field(&mut out, b"upgrade", u.as_bytes());
+            field(&mut out, b"connection", b"upgrade");
         }
     }
 
     // HTTP/2 clients send `:authority` instead of `Host`.
     let host = incoming
         .get(ax::HOST)
-        .map(|h| h.as_bytes().to_vec())
-        .or_else(|| {
-            req.uri()
-                .authority()
-                .map(|a| a.as_str().as_bytes().to_vec())
-        });
-    if let Some(host) = host {
-        set(&mut out, "host", &host);
-        set(&mut out, X_FORWARDED_HOST, &host);
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()));
+    match host {
+        Some(host) => {
+            field(&mut out, b"host", host);
+            field(&mut out, X_FORWARDED_HOST.as_bytes(), host);
+        }
+        None => field(&mut out, b"host", endpoint.authority.as_bytes()),
     }
-    if let Some(value) = forwarded_for(incoming, req.peer_addr().map(|p| p.ip())) {
-        set(&mut out, X_FORWARDED_FOR, &value);
+    forwarded_for(&mut out, incoming, req.peer_addr().map(|p| p.ip()));
+    field(&mut out, X_FORWARDED_PROTO.as_bytes(), scheme.as_bytes());
+    match body {
+        RequestBody::None => {}
+        RequestBody::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        RequestBody::Chunked => field(&mut out, b"transfer-encoding", b"chunked"),
     }
-    set(&mut out, X_FORWARDED_PROTO, scheme.as_bytes());
+    out.extend_from_slice(b"\r\n");
     out
 }
 
-/// The upstream's response headers the client gets: all but hop-by-hop
-/// ones (and `Content-Length`, which the body carries). A `101` keeps
-/// `Upgrade` (and `Connection` is set by actix-http).
-pub fn response_headers(
-    headers: &HeaderMap,
-    upgrade: bool,
-) -> impl Iterator<Item = (AxName, ax::HeaderValue)> + '_ {
-    let named = connection_tokens(headers.get_all("connection").iter().map(|v| v.as_bytes()));
-    headers.iter().filter_map(move |(name, value)| {
-        let n = name.as_str();
+/// Appends the upstream's response headers the client gets to `to`: all
+/// but hop-by-hop ones (and `Content-Length`, which the body carries). A
+/// `101` keeps `Upgrade` (and `Connection` is set by actix-http). Values
+/// are slices of the head as read: nothing is copied.
+pub fn response_headers(head: &ResponseHead, to: &mut AxHeaders, upgrade: bool) {
+    let named = match head.get("connection") {
+        Some(v) => connection_tokens(std::iter::once(&v[..])),
+        None => Vec::new(),
+    };
+    for (n, range) in &head.headers {
         let keep_upgrade = upgrade && n == "upgrade";
         if (is_hop_by_hop(n) && !keep_upgrade)
             || named.iter().any(|t| t == n)
             || n == "content-length"
         {
-            return None;
+            continue;
         }
-        let name = AxName::from_bytes(name.as_str().as_bytes()).ok()?;
-        let value = ax::HeaderValue::from_bytes(value.as_bytes()).ok()?;
-        Some((name, value))
-    })
+        if let (Ok(name), Ok(value)) = (
+            AxName::from_bytes(n.as_bytes()),
+            ax::HeaderValue::from_maybe_shared(head.value(range)),
+        ) {
+            to.append(name, value);
+        }
+    }
 }
 
 /// `X-Forwarded-For`: every value the client sent, comma-joined, then the
 /// peer's IP, as nginx's `$proxy_add_x_forwarded_for`.
-fn forwarded_for(headers: &AxHeaders, peer: Option<IpAddr>) -> Option<Vec<u8>> {
-    let mut joined: Vec<u8> = Vec::new();
+fn forwarded_for(out: &mut BytesMut, headers: &AxHeaders, peer: Option<IpAddr>) {
+    let mut first = true;
     for value in headers.get_all(X_FORWARDED_FOR) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b", ");
-        }
-        joined.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(if first { b"x-forwarded-for: " } else { b", " });
+        out.extend_from_slice(value.as_bytes());
+        first = false;
     }
     if let Some(peer) = peer {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b", ");
-        }
-        joined.extend_from_slice(peer.to_string().as_bytes());
+        out.extend_from_slice(if first { b"x-forwarded-for: " } else { b", " });
+        let _ = write!(out, "{peer}");
+        first = false;
     }
-    (!joined.is_empty()).then_some(joined)
+    if !first {
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A single well-formed `Content-Length`, if present.
@@ -136,24 +175,6 @@ pub fn content_length(values: &[&[u8]]) -> Option<u64> {
     match values {
         [one] => std::str::from_utf8(one).ok()?.trim().parse().ok(),
         _ => None,
-    }
-}
-
-fn append(map: &mut HeaderMap, name: &str, value: &[u8]) {
-    if let (Ok(n), Ok(v)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_bytes(value),
-    ) {
-        map.append(n, v);
-    }
-}
-
-fn set(map: &mut HeaderMap, name: &str, value: &[u8]) {
-    if let (Ok(n), Ok(v)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_bytes(value),
-    ) {
-        map.insert(n, v);
     }
 }
 

@@ -1,5 +1,5 @@
 //! Proxy routes: forward a request to an upstream and stream the answer
-//! back, with hyper's client (see [`client`] for why).
+//! back, over HTTP/1.1 connections of our own (see [`client`] for why).
 //!
 //! # What the upstream sees
 //!
@@ -42,28 +42,37 @@
 //!
 //! # Retries
 //!
-//! A request that a pooled connection closed before it was sent is sent
-//! again on another (hyper does this, whatever the method: nothing reached
-//! the upstream). A body-less request with an idempotent method whose
-//! pooled connection closed after it was sent but before any answer (the
-//! keep-alive race) is sent once more; nothing else is ever retried.
+//! A pooled connection is checked before use (the upstream may have closed
+//! it); one that fails the write of the request head (nothing reached the
+//! upstream) is replaced by a new one, whatever the method. A body-less
+//! request with an idempotent method whose pooled connection closed after
+//! it was sent but before any answer (the keep-alive race) is sent once
+//! more on a new connection; nothing else is ever retried.
 
 mod body;
 pub mod client;
+mod conn;
 mod headers;
 mod upgrade;
+mod wire;
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::body::{self as ax_body, SizedStream};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode, Version};
 use actix_web::{web, HttpRequest, HttpResponse};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::settings::ProxyTarget;
-use body::Sent;
+use body::{ResponseBody, Sent};
 pub use client::Upstreams;
+use client::{ConnectError, Upstream};
+use conn::Conn;
+use headers::RequestBody;
+use wire::{Decoder, Framing, ResponseHead, WireError};
 
 pub(crate) const TARGET: &str = "clace::proxy";
 
@@ -72,49 +81,28 @@ pub(crate) const TARGET: &str = "clace::proxy";
 /// `route` names the route in log lines.
 pub async fn forward(
     req: &HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     upstreams: &Upstreams,
     target: &ProxyTarget,
     max_body: Option<u64>,
     scheme: &str,
     route: &str,
 ) -> HttpResponse {
-    let authority = upstream_authority(&target.url);
-    let label: Rc<str> = Rc::from(format!("route {route} -> {}", target.url));
-    let client = match upstreams.client(target) {
-        Ok(c) => c,
+    let label = || format!("route {route} -> {}", target.url);
+    let upstream = match upstreams.upstream(target) {
+        Ok(u) => u,
         Err(e) => {
-            log::error!(target: TARGET, "{label}: {e}");
+            log::error!(target: TARGET, "{}: {e}", label());
+            let authority = upstream_authority(&target.url);
             return short(
                 StatusCode::BAD_GATEWAY,
                 format!("bad gateway: the TLS settings for upstream {authority} cannot be used"),
             );
         }
     };
-    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let uri: http::Uri = match format!("{}{path_and_query}", target.url).parse() {
-        Ok(u) => u,
-        Err(e) => {
-            log::warn!(target: TARGET, "{label}: cannot build the upstream URL: {e}");
-            return short(
-                StatusCode::BAD_GATEWAY,
-                format!("bad gateway: cannot build a request for upstream {authority}"),
-            );
-        }
-    };
-    let websocket = headers::is_websocket(req);
-    let head_headers = headers::request_headers(req, scheme, websocket);
-    let method = match http::Method::from_bytes(req.method().as_str().as_bytes()) {
-        Ok(m) => m,
-        Err(_) => {
-            return short(
-                StatusCode::BAD_REQUEST,
-                "bad request: unknown method".into(),
-            )
-        }
-    };
 
     // The body: none, or streamed. Its declared length is checked first.
+    let websocket = headers::is_websocket(req);
     let declared: Vec<&[u8]> = req
         .headers()
         .get_all(actix_web::http::header::CONTENT_LENGTH)
@@ -123,114 +111,249 @@ pub async fn forward(
     let length = headers::content_length(&declared);
     if let (Some(max), Some(len)) = (max_body, length) {
         if len > max {
-            return too_large(&label, max);
+            return too_large(&label(), max);
         }
     }
-    let has_body = !websocket
-        && (length.is_some_and(|l| l > 0)
-            || req
-                .headers()
-                .contains_key(actix_web::http::header::TRANSFER_ENCODING)
-            || (length.is_none() && req.version() == actix_web::http::Version::HTTP_2));
-    let (mut payload, mut sent_rx) = (Some(payload), None);
-    let request = |body: client::UpBody| {
-        let mut builder = http::Request::builder()
-            .method(method.clone())
-            .uri(uri.clone());
-        if let Some(h) = builder.headers_mut() {
-            *h = head_headers.clone();
-            if length.is_some() && !has_body {
-                h.remove(http::header::CONTENT_LENGTH);
-            } else if let Some(l) = length {
-                if let Ok(v) = http::HeaderValue::from_str(&l.to_string()) {
-                    h.insert(http::header::CONTENT_LENGTH, v);
+    let mut first = None;
+    let framing = if websocket {
+        RequestBody::None
+    } else if let Some(l) = length {
+        RequestBody::Length(l)
+    } else if req
+        .headers()
+        .contains_key(actix_web::http::header::TRANSFER_ENCODING)
+    {
+        RequestBody::Chunked
+    } else if req.version() == Version::HTTP_2 {
+        // An HTTP/2 request without a length may still carry a body: look.
+        match std::future::poll_fn(|cx| std::task::Poll::Ready(payload.poll_next_unpin(cx))).await {
+            std::task::Poll::Ready(None) => RequestBody::None,
+            std::task::Poll::Ready(Some(Ok(chunk))) => {
+                first = Some(chunk);
+                RequestBody::Chunked
+            }
+            _ => RequestBody::Chunked,
+        }
+    } else {
+        RequestBody::None
+    };
+    let has_body = matches!(framing, RequestBody::Chunked)
+        || matches!(framing, RequestBody::Length(l) if l > 0);
+    let head = headers::request_head(req, &upstream.endpoint, scheme, websocket, framing).freeze();
+    let exchange = Exchange {
+        upstream: &upstream,
+        target,
+        head: &head,
+        head_request: req.method() == Method::HEAD,
+        label: &label,
+    };
+    let result = if has_body {
+        let body = Upload {
+            payload: &mut payload,
+            first,
+            chunked: framing == RequestBody::Chunked,
+            max_body,
+        };
+        exchange.with_body(body).await
+    } else {
+        exchange.without_body(idempotent(req.method())).await
+    };
+    let (response, conn) = match result {
+        Ok(r) => r,
+        Err(failure) => {
+            return failure.respond(&label(), &upstream.endpoint.authority, target, max_body)
+        }
+    };
+
+    if response.status == 101 {
+        if websocket {
+            return switch(&response, conn, payload, target.idle_timeout, label());
+        }
+        log::warn!(target: TARGET, "{}: the upstream switched protocols unasked", label());
+        return short(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "bad gateway: upstream {} failed to answer",
+                upstream.endpoint.authority
+            ),
+        );
+    }
+    respond(req, response, conn, upstream, target.idle_timeout, &label)
+}
+
+/// The client's request body, to stream upstream.
+struct Upload<'a> {
+    payload: &'a mut web::Payload,
+    /// A chunk already taken from the payload.
+    first: Option<Bytes>,
+    chunked: bool,
+    max_body: Option<u64>,
+}
+
+/// One request and the upstream it goes to.
+struct Exchange<'a, L: Fn() -> String> {
+    upstream: &'a Upstream,
+    target: &'a ProxyTarget,
+    head: &'a Bytes,
+    head_request: bool,
+    label: &'a L,
+}
+
+impl<L: Fn() -> String> Exchange<'_, L> {
+    /// A pooled connection, else a new one, with the request head written
+    /// on it. A pooled connection that fails the write (the upstream
+    /// closed it; nothing reached it) is replaced by a new one.
+    async fn send_head(&self) -> Result<Conn, Failure> {
+        if let Some(mut conn) = self.upstream.checkout() {
+            if write_head(&mut conn, self.head).await.is_ok() {
+                return Ok(conn);
+            }
+        }
+        let mut conn = self
+            .upstream
+            .connect(self.target.connect_timeout)
+            .await
+            .map_err(Failure::Connect)?;
+        write_head(&mut conn, self.head)
+            .await
+            .map_err(|e| Failure::Answer(ReadError::Io(e)))?;
+        Ok(conn)
+    }
+
+    /// A request without a body: sent, and its response head read within
+    /// the route's `timeout`. When a pooled connection closes after the
+    /// request went out and before any answer (the keep-alive race), an
+    /// `idempotent` request is sent once more on a new connection.
+    async fn without_body(&self, idempotent: bool) -> Result<(ResponseHead, Conn), Failure> {
+        let mut conn = self.send_head().await?;
+        let result = self.head_in_time(&mut conn).await;
+        if matches!(result, Err(Failure::Answer(ReadError::Closed))) && conn.reused && idempotent {
+            log::info!(target: TARGET, "{}: the pooled connection closed before an answer; sending the request once more", (self.label)());
+            let mut conn = self
+                .upstream
+                .connect(self.target.connect_timeout)
+                .await
+                .map_err(Failure::Connect)?;
+            write_head(&mut conn, self.head)
+                .await
+                .map_err(|e| Failure::Answer(ReadError::Io(e)))?;
+            let head = self.head_in_time(&mut conn).await?;
+            return Ok((head, conn));
+        }
+        result.map(|head| (head, conn))
+    }
+
+    async fn head_in_time(&self, conn: &mut Conn) -> Result<ResponseHead, Failure> {
+        match tokio::time::timeout(
+            self.target.timeout,
+            read_head(&mut conn.io, &mut conn.buf, self.head_request),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(Failure::Answer),
+            Err(_) => Err(Failure::HeadTimeout),
+        }
+    }
+
+    /// A request with a body: the body streams up while the response head
+    /// is awaited (the upstream may answer early, a 413 of its own); the
+    /// head's `timeout` counts from the end of the body.
+    async fn with_body(&self, body: Upload<'_>) -> Result<(ResponseHead, Conn), Failure> {
+        let mut conn = self.send_head().await?;
+        let idle = self.target.idle_timeout;
+        let (result, sent) = {
+            let (mut reader, mut writer) = tokio::io::split(&mut conn.io);
+            let buf = &mut conn.buf;
+            let head = read_head(&mut reader, buf, self.head_request);
+            tokio::pin!(head);
+            let pump = body::pump(
+                body.payload,
+                body.first,
+                &mut writer,
+                body.chunked,
+                idle,
+                body.max_body,
+            );
+            tokio::pin!(pump);
+            tokio::select! {
+                result = &mut head => (result.map_err(Failure::Answer), None),
+                sent = &mut pump => {
+                    if matches!(sent, Sent::Whole | Sent::UpstreamGone) {
+                        match tokio::time::timeout(self.target.timeout, &mut head).await {
+                            Ok(result) => (result.map_err(Failure::Answer), Some(sent)),
+                            Err(_) => (Err(Failure::HeadTimeout), Some(sent)),
+                        }
+                    } else {
+                        // The upstream may still answer (a 413 of its own):
+                        // give it a moment, else the body's failure is the
+                        // answer.
+                        match tokio::time::timeout(Duration::from_millis(100), &mut head).await {
+                            Ok(Ok(r)) => (Ok(r), Some(sent)),
+                            _ => (Err(Failure::Body(sent)), Some(sent)),
+                        }
+                    }
                 }
             }
+        };
+        let mut head = result?;
+        if sent != Some(Sent::Whole) {
+            // The body did not go up whole: the connection carries nothing
+            // after this answer.
+            head.keep_alive = false;
         }
-        builder.body(body)
-    };
-    let up_body = if has_body {
-        let (b, rx) = body::request(
-            payload.take().expect("the payload is taken once"),
-            target.idle_timeout,
-            max_body,
-        );
-        sent_rx = Some(rx);
-        b
-    } else {
-        body::empty()
-    };
-    let up_req = match request(up_body) {
-        Ok(r) => r,
-        Err(e) => {
-            log::warn!(target: TARGET, "{label}: cannot build the upstream request: {e}");
-            return short(
-                StatusCode::BAD_GATEWAY,
-                format!("bad gateway: cannot build a request for upstream {authority}"),
-            );
-        }
-    };
-
-    // The head's wait starts when the body has gone up.
-    let head = async {
-        let mut result = head_in_time(&client, up_req, sent_rx.take(), target.timeout).await;
-        let retryable = matches!(&result, Err(Failure::Upstream(e)) if closed_before_answer(e));
-        if retryable && !has_body && idempotent(req.method()) {
-            log::info!(target: TARGET, "{label}: the pooled connection closed before an answer; sending the request once more");
-            if let Ok(again) = request(body::empty()) {
-                result = head_in_time(&client, again, None, target.timeout).await;
-            }
-        }
-        result
-    };
-    let response = match head.await {
-        Ok(r) => r,
-        Err(failure) => return failure.respond(&label, authority, target, max_body),
-    };
-
-    if websocket && response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        return switch(response, payload, target.idle_timeout, label).await;
+        Ok((head, conn))
     }
-    respond(req, response, target.idle_timeout, label)
+}
+
+async fn write_head(conn: &mut Conn, head: &[u8]) -> std::io::Result<()> {
+    conn.io.write_all(head).await?;
+    conn.io.flush().await
+}
+
+/// Why no response head came.
+#[derive(Debug)]
+enum ReadError {
+    /// The upstream closed before sending a byte of an answer.
+    Closed,
+    Io(std::io::Error),
+    Wire(WireError),
+}
+
+/// Reads a final response head (1xx ones but `101` are skipped).
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut bytes::BytesMut,
+    head_request: bool,
+) -> Result<ResponseHead, ReadError> {
+    let mut answered = !buf.is_empty();
+    loop {
+        if let Some(head) = wire::parse_head(buf, head_request).map_err(ReadError::Wire)? {
+            if (100..200).contains(&head.status) && head.status != 101 {
+                continue;
+            }
+            return Ok(head);
+        }
+        buf.reserve(16 * 1024);
+        match reader.read_buf(buf).await {
+            Ok(0) if answered => {
+                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(_) => answered = true,
+            Err(e) if !answered && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(ReadError::Closed)
+            }
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
 }
 
 /// Why no response head came.
 enum Failure {
-    Upstream(hyper_util::client::legacy::Error),
+    Connect(ConnectError),
+    Answer(ReadError),
     HeadTimeout,
     Body(Sent),
-}
-
-/// Sends the request and waits for the head, at most `timeout` after the
-/// request body has been sent (`sent`: when it ends; `None`: no body).
-async fn head_in_time(
-    client: &client::UpClient,
-    req: http::Request<client::UpBody>,
-    sent: Option<tokio::sync::oneshot::Receiver<Sent>>,
-    timeout: Duration,
-) -> Result<http::Response<Incoming>, Failure> {
-    let exchange = client.request(req);
-    tokio::pin!(exchange);
-    if let Some(sent) = sent {
-        // While the body goes up, only the idle timeout (in the body pump)
-        // bounds the wait; the upstream may answer early.
-        let outcome = tokio::select! {
-            result = &mut exchange => return result.map_err(Failure::Upstream),
-            outcome = sent => outcome.unwrap_or(Sent::Whole),
-        };
-        if !matches!(outcome, Sent::Whole | Sent::UpstreamGone) {
-            // The upstream may still answer (a 413 of its own): give it a
-            // moment, else the body's failure is the answer.
-            return match tokio::time::timeout(Duration::from_millis(100), &mut exchange).await {
-                Ok(Ok(r)) => Ok(r),
-                _ => Err(Failure::Body(outcome)),
-            };
-        }
-    }
-    match tokio::time::timeout(timeout, &mut exchange).await {
-        Ok(result) => result.map_err(Failure::Upstream),
-        Err(_) => Err(Failure::HeadTimeout),
-    }
 }
 
 impl Failure {
@@ -241,124 +364,73 @@ impl Failure {
         target: &ProxyTarget,
         max_body: Option<u64>,
     ) -> HttpResponse {
-        match self {
+        let (status, message, detail) = match self {
             Failure::HeadTimeout => {
                 log::warn!(target: TARGET, "{label}: no response head within {}s (timeout)", target.timeout.as_secs());
-                short(
+                return short(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("gateway timeout: upstream {authority} did not answer in time"),
-                )
+                );
             }
-            Failure::Body(Sent::TooLarge) => too_large(label, max_body.unwrap_or(0)),
+            Failure::Body(Sent::TooLarge) => return too_large(label, max_body.unwrap_or(0)),
             Failure::Body(Sent::Idle) => {
                 log::info!(target: TARGET, "{label}: the client's request body went silent for {}s (idle_timeout)", target.idle_timeout.as_secs());
-                short(
+                return short(
                     StatusCode::REQUEST_TIMEOUT,
                     "request timeout: the request body stopped arriving".into(),
-                )
+                );
             }
             Failure::Body(_) => {
                 log::debug!(target: TARGET, "{label}: the client's request body broke off");
-                short(
+                return short(
                     StatusCode::BAD_REQUEST,
                     "bad request: the request body could not be read".into(),
+                );
+            }
+            Failure::Connect(e) => {
+                let (status, message) = match &e {
+                    ConnectError::Refused => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("bad gateway: upstream {authority} refused the connection"),
+                    ),
+                    ConnectError::Timeout => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "gateway timeout: upstream {authority} did not accept the connection within {}s",
+                            target.connect_timeout.as_secs()
+                        ),
+                    ),
+                    ConnectError::Resolve(..) => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("bad gateway: upstream host {authority} could not be resolved"),
+                    ),
+                    ConnectError::Tls(tls) => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("bad gateway: the certificate of upstream {authority} cannot be trusted ({tls})"),
+                    ),
+                    ConnectError::Unreachable(_) | ConnectError::Handshake(_) => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("bad gateway: upstream {authority} could not be reached"),
+                    ),
+                };
+                (status, message, e.to_string())
+            }
+            Failure::Answer(e) => {
+                let detail = match e {
+                    ReadError::Closed => "the connection closed before an answer".to_string(),
+                    ReadError::Io(e) => e.to_string(),
+                    ReadError::Wire(e) => e.to_string(),
+                };
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!("bad gateway: upstream {authority} failed to answer"),
+                    detail,
                 )
             }
-            Failure::Upstream(e) => {
-                let (status, message) = classify(&e, authority, target);
-                log::warn!(target: TARGET, "{label}: {message}: {}", chain(&e));
-                short(status, message)
-            }
-        }
+        };
+        log::warn!(target: TARGET, "{label}: {message}: {detail}");
+        short(status, message)
     }
-}
-
-/// 502 or 504 and the client's line for an upstream error.
-fn classify(
-    e: &hyper_util::client::legacy::Error,
-    authority: &str,
-    target: &ProxyTarget,
-) -> (StatusCode, String) {
-    let text = chain(e);
-    if let Some(io) = find::<std::io::Error>(e) {
-        match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => {
-                return (StatusCode::BAD_GATEWAY, format!("bad gateway: upstream {authority} refused the connection"))
-            }
-            std::io::ErrorKind::TimedOut => {
-                return (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("gateway timeout: upstream {authority} did not accept the connection within {}s", target.connect_timeout.as_secs()),
-                )
-            }
-            _ => {}
-        }
-    }
-    if let Some(tls) = find::<rustls::Error>(e) {
-        return (
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "bad gateway: the certificate of upstream {authority} cannot be trusted ({tls})"
-            ),
-        );
-    }
-    if text.contains("dns error") || text.contains("failed to lookup address") {
-        return (
-            StatusCode::BAD_GATEWAY,
-            format!("bad gateway: upstream host {authority} could not be resolved"),
-        );
-    }
-    if e.is_connect() {
-        return (
-            StatusCode::BAD_GATEWAY,
-            format!("bad gateway: upstream {authority} could not be reached"),
-        );
-    }
-    (
-        StatusCode::BAD_GATEWAY,
-        format!("bad gateway: upstream {authority} failed to answer"),
-    )
-}
-
-/// The first error of type `T` in `e`'s source chain. An `io::Error`
-/// wrapping another error (hyper-rustls wraps rustls' that way) is looked
-/// into: its `source()` skips the wrapped error itself.
-fn find<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        if let Some(t) = err.downcast_ref::<T>() {
-            return Some(t);
-        }
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        if let Some(t) = inner.and_then(|i| i.downcast_ref::<T>()) {
-            return Some(t);
-        }
-        current = inner.or_else(|| err.source());
-    }
-    None
-}
-
-/// An error and its causes, for the log.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// The keep-alive race: the upstream closed a pooled connection after the
-/// request went out and before any answer.
-fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
-    find::<hyper::Error>(e).is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
 }
 
 fn idempotent(method: &Method) -> bool {
@@ -368,70 +440,89 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// The upstream's response, streamed to the client.
+/// The upstream's response, passed to the client: whole when it came
+/// with its head, else streamed.
 fn respond(
     req: &HttpRequest,
-    response: http::Response<Incoming>,
+    head: ResponseHead,
+    mut conn: Conn,
+    upstream: Upstream,
     idle: Duration,
-    label: Rc<str>,
+    label: &dyn Fn() -> String,
 ) -> HttpResponse {
-    let (parts, body) = response.into_parts();
-    let status = StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut res = HttpResponse::build(status);
-    for (name, value) in headers::response_headers(&parts.headers, false) {
-        res.append_header((name, value));
-    }
-    // 1xx, 204 and 304 never have a body (RFC 9110 §6.4.1); sending one
-    // with a length would make actix-http wait for bytes that never come.
-    if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return res.body(ax_body::None::new());
-    }
-    let lengths: Vec<&[u8]> = parts
-        .headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let stream = body::response(body, idle, label);
-    match headers::content_length(&lengths) {
-        // For HEAD the length is announced and the (empty) body is never
-        // polled by the dispatcher.
-        Some(length) => res.body(SizedStream::new(length, Box::pin(stream))),
-        None if req.method() == Method::HEAD => res.body(ax_body::None::new()),
-        None => res.streaming(stream),
-    }
+    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let length = head
+        .get("content-length")
+        .and_then(|v| headers::content_length(&[&v[..]]));
+    let body = match head.framing {
+        // 1xx, 204 and 304 never have a body (RFC 9110 §6.4.1); a HEAD's
+        // length is announced and its (empty) body never polled.
+        Framing::Empty => {
+            if head.keep_alive {
+                upstream.checkin(conn);
+            }
+            match length {
+                Some(n)
+                    if req.method() == Method::HEAD
+                        && !status.is_informational()
+                        && status != StatusCode::NO_CONTENT
+                        && status != StatusCode::NOT_MODIFIED =>
+                {
+                    ax_body::BoxBody::new(SizedStream::new(
+                        n,
+                        futures_util::stream::empty::<std::io::Result<Bytes>>(),
+                    ))
+                }
+                _ => ax_body::BoxBody::new(ax_body::None::new()),
+            }
+        }
+        Framing::Length(n) if conn.buf.len() as u64 >= n => {
+            // It came whole with the head.
+            let whole = conn.buf.split_to(n as usize).freeze();
+            if head.keep_alive {
+                upstream.checkin(conn);
+            }
+            ax_body::BoxBody::new(whole)
+        }
+        framing => {
+            let stream = ResponseBody::new(
+                conn,
+                Decoder::new(framing),
+                head.keep_alive,
+                upstream,
+                idle,
+                Rc::from(label()),
+            );
+            match framing {
+                Framing::Length(n) => ax_body::BoxBody::new(SizedStream::new(n, stream)),
+                _ => ax_body::BoxBody::new(ax_body::BodyStream::new(stream)),
+            }
+        }
+    };
+    let mut res = HttpResponse::with_body(status, body);
+    headers::response_headers(&head, res.headers_mut(), false);
+    res
 }
 
 /// The upstream switched protocols: join the two connections.
-async fn switch(
-    mut response: http::Response<Incoming>,
-    payload: Option<web::Payload>,
+fn switch(
+    head: &ResponseHead,
+    conn: Conn,
+    payload: web::Payload,
     idle: Duration,
-    label: Rc<str>,
+    label: String,
 ) -> HttpResponse {
-    let protocol = response
-        .headers()
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("websocket")
-        .to_string();
+    let protocol = head
+        .get("upgrade")
+        .and_then(|v| std::str::from_utf8(&v).ok().map(str::to_string))
+        .unwrap_or_else(|| "websocket".into());
     let mut res = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
     res.upgrade(protocol);
-    for (name, value) in headers::response_headers(response.headers(), false) {
-        res.append_header((name, value));
-    }
-    let (Some(payload), Ok(upgraded)) = (payload, hyper::upgrade::on(&mut response).await) else {
-        log::warn!(target: TARGET, "{label}: the upstream switched protocols but its connection could not be taken over");
-        return short(
-            StatusCode::BAD_GATEWAY,
-            "bad gateway: the upstream's WebSocket could not be joined".into(),
-        );
-    };
+    let label: Rc<str> = Rc::from(label);
     log::debug!(target: TARGET, "{label}: WebSocket open");
-    res.streaming(upgrade::tunnel(payload, upgraded, idle, label))
+    let mut res = res.streaming(upgrade::tunnel(payload, conn, idle, label));
+    headers::response_headers(head, res.headers_mut(), false);
+    res
 }
 
 /// Marks a 413 the proxy gave itself (not the upstream's), for the

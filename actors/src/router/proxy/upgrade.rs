@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The time of the last byte either way, shared by the two directions,
@@ -43,15 +42,17 @@ impl Activity {
     }
 }
 
-/// Joins the client (its raw `payload`) and the `upgraded` upstream
-/// connection; returns the stream of upstream bytes for the `101`'s body.
+/// Joins the client (its raw `payload`) and the upstream connection that
+/// answered `101`; returns the stream of upstream bytes for the `101`'s
+/// body (first those read with the head).
 pub fn tunnel(
     mut payload: web::Payload,
-    upgraded: hyper::upgrade::Upgraded,
+    upstream: super::conn::Conn,
     idle: Duration,
     label: Rc<str>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
-    let (up_read, mut up_write) = tokio::io::split(TokioIo::new(upgraded));
+    let ahead = upstream.buf.freeze();
+    let (up_read, mut up_write) = tokio::io::split(upstream.io);
     let activity = Activity(Rc::new((Cell::new(Instant::now()), Cell::new(false))));
 
     // Client -> upstream.
@@ -76,7 +77,8 @@ pub fn tunnel(
     });
 
     // Upstream -> client.
-    futures_util::stream::unfold(Some(up_read), move |state| {
+    let first = (!ahead.is_empty()).then(|| Ok(ahead));
+    let rest = futures_util::stream::unfold(Some(up_read), move |state| {
         let activity = activity.clone();
         let label = Rc::clone(&label);
         async move {
@@ -96,5 +98,6 @@ pub fn tunnel(
                 }
             }
         }
-    })
+    });
+    futures_util::stream::iter(first).chain(rest)
 }

@@ -9,6 +9,7 @@
 //! ends with it.
 
 mod exchange;
+mod framing;
 mod pool;
 mod streaming;
 mod tls;

@@ -14,10 +14,11 @@
 //! [`super::wire`].
 //!
 //! Pool: per worker and per upstream (URL, CA file and server name), last
-//! in first out, at most 64 idle connections, each kept 90 s. Before an
-//! idle connection is used again, one `recv(MSG_PEEK)` checks the upstream
-//! has not closed it (or sent something unasked) meanwhile; a sweep every
-//! 10 s closes the expired and the closed ones.
+//! in first out, at most 64 idle connections, each kept 90 s. An idle
+//! connection the upstream closed (or sent something unasked on) meanwhile
+//! is never used again: the worker's reactor has seen it readable (see
+//! [`Conn::is_open`]); a sweep every 10 s closes the expired and the
+//! closed ones.
 
 use std::cell::{Cell, RefCell};
 use std::io;

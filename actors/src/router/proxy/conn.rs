@@ -118,14 +118,17 @@ impl Conn {
     }
 
     /// Whether an idle connection still looks usable: the upstream has
-    /// neither closed it nor sent anything unasked (one `recv` with
-    /// `MSG_PEEK`, whatever the reactor has seen so far).
+    /// neither closed it nor sent anything unasked, as far as the worker's
+    /// reactor has seen (as nginx's idle upstream connections). No system
+    /// call when nothing happened on it: the last read of an exchange left
+    /// its readiness clear, and a close or stray byte since sets it again;
+    /// then one read says which (the connection is dropped either way).
     pub fn is_open(&self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(self.io.tcp()).peek(&mut probe) {
+        let mut probe = [0u8; 1];
+        match self.io.tcp().try_read(&mut probe) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
         }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use actix_web::http::header::{self as ax, HeaderMap as AxHeaders, HeaderName as AxName};
+use actix_web::http::header::{self as ax, HeaderMap as AxHeaders};
 use actix_web::HttpRequest;
 use bytes::BytesMut;
 
@@ -134,7 +134,8 @@ pub fn response_headers(head: &ResponseHead, to: &mut AxHeaders, upgrade: bool) 
         Some(v) => connection_tokens(std::iter::once(&v[..])),
         None => Vec::new(),
     };
-    for (n, range) in &head.headers {
+    for (name, range) in &head.headers {
+        let n = name.as_str();
         let keep_upgrade = upgrade && n == "upgrade";
         if (is_hop_by_hop(n) && !keep_upgrade)
             || named.iter().any(|t| t == n)
@@ -142,11 +143,8 @@ pub fn response_headers(head: &ResponseHead, to: &mut AxHeaders, upgrade: bool) 
         {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (
-            AxName::from_bytes(n.as_bytes()),
-            ax::HeaderValue::from_maybe_shared(head.value(range)),
-        ) {
-            to.append(name, value);
+        if let Ok(value) = ax::HeaderValue::from_maybe_shared(head.value(range)) {
+            to.append(name.clone(), value);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! reads (parsed with `httparse`) and the framing of the bodies both ways
 //! (RFC 9112 §6 and §7.1). Pure logic, no I/O.
 
+use actix_web::http::header::HeaderName;
 use bytes::{Bytes, BytesMut};
 
 /// The longest response head taken from an upstream.
@@ -44,8 +45,8 @@ pub enum Framing {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: u16,
-    /// `(name, value range in bytes)` in order.
-    pub headers: Vec<(String, std::ops::Range<usize>)>,
+    /// `(name, value range in bytes)` in order (names are lower case).
+    pub headers: Vec<(HeaderName, std::ops::Range<usize>)>,
     pub bytes: Bytes,
     pub framing: Framing,
     /// Whether the connection may carry another request after this one.
@@ -61,7 +62,7 @@ impl ResponseHead {
     pub fn get(&self, name: &str) -> Option<Bytes> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.as_str() == name)
             .map(|(_, r)| self.value(r))
     }
 }
@@ -95,14 +96,21 @@ pub fn parse_head(
     let (mut length, mut chunked, mut encoded) = (None::<u64>, false, false);
     let (mut close, mut keep_alive) = (false, false);
     for field in response.headers.iter() {
-        let name = field.name.to_ascii_lowercase();
+        // Standard names are matched without allocating; httparse has
+        // checked the name's characters already.
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| WireError::Head(format!("bad header name {:?}", field.name)))?;
         let start = field.value.as_ptr() as usize - base;
         let value = field.value;
         match name.as_str() {
             "content-length" => {
-                let n = std::str::from_utf8(value)
+                let digits = value.trim_ascii();
+                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                    return Err(WireError::Length); // `+5`, `-1`, `5 5`
+                }
+                let n = std::str::from_utf8(digits)
                     .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
                     .ok_or(WireError::Length)?;
                 if length.is_some_and(|l| l != n) {
                     return Err(WireError::Length);
@@ -401,8 +409,16 @@ mod tests {
         let mut buf =
             BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
         assert_eq!(parse_head(&mut buf, false).unwrap_err(), WireError::Length);
-        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n");
-        assert_eq!(parse_head(&mut buf, false).unwrap_err(), WireError::Length);
+        for bad in ["x", "+5", "-1", "5 5", ""] {
+            let mut buf = BytesMut::from(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n").as_str(),
+            );
+            assert_eq!(
+                parse_head(&mut buf, false).unwrap_err(),
+                WireError::Length,
+                "{bad}"
+            );
+        }
         let mut buf = BytesMut::from("SSH-2.0-OpenSSH\r\n\r\n");
         assert!(matches!(
             parse_head(&mut buf, false),

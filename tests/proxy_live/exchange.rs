@@ -114,3 +114,53 @@ fn a_closed_upstream_port_is_a_quick_502() {
     assert!(took < Duration::from_millis(1500), "502 at once: {took:?}");
     eprintln!("502 for a closed port after {took:?}");
 }
+
+/// `Upgrade: websocket` without `Connection: upgrade` is no handshake, but
+/// actix-http hands such a request the rest of its connection as its body:
+/// bytes past the declared length (here a second request, with a forged
+/// `X-Forwarded-For`) must never reach the upstream.
+#[test]
+fn a_request_smuggled_behind_a_false_websocket_upgrade_never_reaches_the_upstream() {
+    use std::io::{BufReader, Read};
+
+    use super::{connect, write_now, RawUpstream, Shared};
+    use crate::util::http::read_response_from;
+
+    let seen: Shared<Vec<u8>> = Shared::default();
+    let upstream = {
+        let seen = seen.clone();
+        RawUpstream::start(move |_, mut sock| {
+            let mut buf = [0u8; 4096];
+            let mut answered = false;
+            loop {
+                match sock.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.update(|s| s.extend_from_slice(&buf[..n])),
+                }
+                if !answered {
+                    answered = true;
+                    let _ = write_now(&mut sock, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            }
+        })
+    };
+    let (_clace, daemon) = proxy_route(&upstream.url(), "");
+    let mut sock = connect(daemon.http);
+    write_now(
+        &mut sock,
+        b"POST /app HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\n\
+          helloGET /admin HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+    )
+    .expect("send");
+    let resp = read_response_from(BufReader::new(sock), false).expect("a response");
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    // A good request after it shows the daemon and upstream are idle.
+    let resp = Request::get("/after").send(daemon.http);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = String::from_utf8_lossy(&seen.get()).into_owned();
+    assert!(seen.contains("GET /after"), "{seen}");
+    assert!(
+        !seen.contains("/admin") && !seen.contains("POST /app"),
+        "{seen}"
+    );
+}

@@ -290,3 +290,68 @@ fn a_client_that_goes_away_mid_response_cancels_the_upstream_exchange() {
         written.get()
     );
 }
+
+/// An upstream that answers at once and then reads the request body as it
+/// comes (a streaming endpoint): the body keeps going up after the
+/// response head has come down, and the echo reaches the client.
+#[test]
+fn a_request_body_keeps_going_up_after_an_early_answer() {
+    let seen: Shared<Vec<u8>> = Shared::default();
+    let upstream = {
+        let seen = seen.clone();
+        RawUpstream::start(move |_, mut sock| {
+            let Ok(Some(_head)) = read_head(&mut sock) else {
+                return;
+            };
+            // The head first, before any of the body is read.
+            if write_now(
+                &mut sock,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .is_err()
+            {
+                return;
+            }
+            let mut body = Vec::new();
+            let mut buf = [0u8; 4096];
+            while body.len() < FIRST_HALF.len() + SECOND_HALF.len() {
+                match std::io::Read::read(&mut sock, &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        body.extend_from_slice(&buf[..n]);
+                        seen.update(|s| s.extend_from_slice(&buf[..n]));
+                    }
+                }
+            }
+            let _ = write_now(&mut sock, &[chunk(&body), b"0\r\n\r\n".to_vec()].concat());
+        })
+    };
+    let (_clace, daemon) = proxy_route(&upstream.url(), "");
+
+    let mut sock = connect(daemon.http);
+    let head = format!(
+        "POST /stream HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        FIRST_HALF.len() + SECOND_HALF.len()
+    );
+    write_now(
+        &mut sock,
+        &[head.into_bytes(), FIRST_HALF.to_vec()].concat(),
+    )
+    .expect("send");
+    // The answer's head reaches the client while half the body is unsent.
+    let mut got = Vec::new();
+    assert!(
+        read_until_contains(&mut sock, &mut got, b"200 OK", DEADLINE),
+        "the early head reached the client: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(wait_until(DEADLINE, || contains(&seen.get(), FIRST_HALF)));
+    write_now(&mut sock, SECOND_HALF).expect("send the rest");
+    let echo = [FIRST_HALF, SECOND_HALF].concat();
+    assert!(
+        read_until_contains(&mut sock, &mut got, &echo, DEADLINE),
+        "the body sent after the answer began reached the upstream, and its echo the client: {:?}; upstream saw {:?}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&seen.get())
+    );
+}

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::web;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
@@ -17,6 +16,7 @@ use tokio::time::Sleep;
 
 use super::client::Upstream;
 use super::conn::Conn;
+use super::exchange::Upload;
 use super::wire::{self, Decoder, Step};
 
 /// How the client's request body ended.
@@ -35,16 +35,22 @@ pub enum Sent {
     UpstreamGone,
 }
 
-/// Streams the client's `payload` (after `first`, a chunk already taken
-/// from it) to `up`, chunked or as it is.
-pub async fn pump<W: AsyncWrite + Unpin>(
-    payload: &mut web::Payload,
-    first: Option<Bytes>,
-    up: &mut W,
-    chunked: bool,
-    idle: Duration,
-    max_body: Option<u64>,
-) -> Sent {
+/// Streams the client's body to `up`, chunked or as it is, and gives the
+/// writer back. A body longer or shorter than its declared length is
+/// broken: never more than that length goes up.
+pub async fn pump<W: AsyncWrite + Unpin>(body: Upload, mut up: W, idle: Duration) -> (Sent, W) {
+    let sent = pump_into(body, &mut up, idle).await;
+    (sent, up)
+}
+
+async fn pump_into<W: AsyncWrite + Unpin>(body: Upload, up: &mut W, idle: Duration) -> Sent {
+    let Upload {
+        mut payload,
+        first,
+        chunked,
+        length,
+        max_body,
+    } = body;
     let mut total: u64 = 0;
     let mut next = first;
     loop {
@@ -61,6 +67,9 @@ pub async fn pump<W: AsyncWrite + Unpin>(
         if max_body.is_some_and(|max| total > max) {
             return Sent::TooLarge;
         }
+        if length.is_some_and(|declared| total > declared) {
+            return Sent::Broken;
+        }
         if chunk.is_empty() {
             continue;
         }
@@ -71,6 +80,9 @@ pub async fn pump<W: AsyncWrite + Unpin>(
         ) {
             return Sent::UpstreamGone;
         }
+    }
+    if length.is_some_and(|declared| total != declared) {
+        return Sent::Broken;
     }
     let end = async {
         if chunked {

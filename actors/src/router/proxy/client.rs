@@ -205,7 +205,7 @@ fn sweep(pools: Weak<RefCell<Vec<Pool>>>) {
             let Some(pools) = pools.upgrade() else { return };
             for pool in pools.borrow_mut().iter_mut() {
                 pool.idle
-                    .retain(|c| c.idle_since.elapsed() < POOL_IDLE && c.is_open());
+                    .retain_mut(|c| c.idle_since.elapsed() < POOL_IDLE && c.is_open());
             }
         }
     });
@@ -216,7 +216,7 @@ impl Upstream {
     pub fn checkout(&self) -> Option<Conn> {
         let mut pools = self.pools.borrow_mut();
         let idle = &mut pools.get_mut(self.index)?.idle;
-        while let Some(conn) = idle.pop() {
+        while let Some(mut conn) = idle.pop() {
             if conn.idle_since.elapsed() < POOL_IDLE && conn.is_open() {
                 return Some(conn);
             }
@@ -249,7 +249,7 @@ impl Upstream {
             .and_then(|p| p.tls.clone());
         let endpoint = Rc::clone(&self.endpoint);
         let connect = async move {
-            let tcp = tcp(&endpoint.host, endpoint.port).await?;
+            let tcp = tcp(&endpoint.host, endpoint.port, timeout).await?;
             let io = match tls {
                 None => Io::Plain(tcp),
                 Some((connector, name)) => {
@@ -274,8 +274,11 @@ impl Upstream {
     }
 }
 
-/// A TCP connection to the first address of `host` that takes one.
-async fn tcp(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+/// A TCP connection to the first address of `host` that takes one, each
+/// address given an equal share of `timeout` (so that a black-holed first
+/// address, such as `::1` for `localhost` where nothing listens on it,
+/// leaves time for the next).
+async fn tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((host, port))
@@ -283,9 +286,14 @@ async fn tcp(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
             .map_err(|e| ConnectError::Resolve(host.to_string(), e.to_string()))?
             .collect(),
     };
+    let share = timeout / u32::try_from(addrs.len().max(1)).unwrap_or(u32::MAX);
     let mut last = None;
     for addr in addrs {
-        match TcpStream::connect(addr).await {
+        let attempt = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        };
+        match attempt {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
@@ -298,6 +306,7 @@ async fn tcp(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     Err(match last {
         None => ConnectError::Resolve(host.to_string(), "no address".into()),
         Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+        Some(e) if e.kind() == io::ErrorKind::TimedOut => ConnectError::Timeout,
         Some(e) => ConnectError::Unreachable(e),
     })
 }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::net::TcpStream;
 
 /// How much room a read is given.
@@ -17,15 +17,14 @@ const READ_ROOM: usize = 16 * 1024;
 pub enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// The reading half of a connection whose other half still streams a
+    /// request body up (the upstream answered early); never pooled.
+    Reading(Box<ReadHalf<Io>>),
 }
 
-impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Io::Plain(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        }
-    }
+/// Writing on [`Io::Reading`].
+fn read_only() -> io::Error {
+    io::Error::other("this upstream connection only reads")
 }
 
 impl AsyncRead for Io {
@@ -37,6 +36,7 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Reading(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -50,6 +50,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Reading(_) => Poll::Ready(Err(read_only())),
         }
     }
 
@@ -61,6 +62,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Io::Reading(_) => Poll::Ready(Err(read_only())),
         }
     }
 
@@ -68,6 +70,7 @@ impl AsyncWrite for Io {
         match self {
             Io::Plain(s) => s.is_write_vectored(),
             Io::Tls(s) => s.is_write_vectored(),
+            Io::Reading(_) => false,
         }
     }
 
@@ -75,6 +78,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Reading(_) => Poll::Ready(Err(read_only())),
         }
     }
 
@@ -82,6 +86,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Reading(_) => Poll::Ready(Err(read_only())),
         }
     }
 }
@@ -119,18 +124,21 @@ impl Conn {
 
     /// Whether an idle connection still looks usable: the upstream has
     /// neither closed it nor sent anything unasked, as far as the worker's
-    /// reactor has seen (as nginx's idle upstream connections). No system
-    /// call when nothing happened on it: the last read of an exchange left
-    /// its readiness clear, and a close or stray byte since sets it again;
-    /// then one read says which (the connection is dropped either way).
-    pub fn is_open(&self) -> bool {
-        if !self.buf.is_empty() {
+    /// reactor has seen (as nginx's idle upstream connections), and no
+    /// TLS record left unread. One read is tried with a waker that does
+    /// nothing: on a socket where nothing happened it makes no system call
+    /// (the last read of an exchange left its readiness clear; a close or
+    /// a stray byte since sets it again); anything but "not yet" means the
+    /// connection is not used again.
+    pub fn is_open(&mut self) -> bool {
+        if !self.buf.is_empty() || matches!(self.io, Io::Reading(_)) {
             return false;
         }
         let mut probe = [0u8; 1];
-        match self.io.tcp().try_read(&mut probe) {
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-            Ok(_) => false,
-        }
+        let mut probe = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
     }
 }

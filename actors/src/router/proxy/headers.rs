@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use actix_web::http::header::{self as ax, HeaderMap as AxHeaders};
 use actix_web::HttpRequest;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::client::Endpoint;
 use super::wire::{field, ResponseHead};
@@ -130,10 +130,8 @@ pub fn request_head(
 /// `101` keeps `Upgrade` (and `Connection` is set by actix-http). Values
 /// are slices of the head as read: nothing is copied.
 pub fn response_headers(head: &ResponseHead, to: &mut AxHeaders, upgrade: bool) {
-    let named = match head.get("connection") {
-        Some(v) => connection_tokens(std::iter::once(&v[..])),
-        None => Vec::new(),
-    };
+    let values: Vec<Bytes> = head.get_all("connection").collect();
+    let named = connection_tokens(values.iter().map(|v| &v[..]));
     for (name, range) in &head.headers {
         let n = name.as_str();
         let keep_upgrade = upgrade && n == "upgrade";
@@ -176,22 +174,28 @@ pub fn content_length(values: &[&[u8]]) -> Option<u64> {
     }
 }
 
-/// Whether the client asks for a WebSocket (the one upgrade actix-http
-/// hands over as a raw stream): HTTP/1.1, `Connection: upgrade`,
-/// `Upgrade: websocket`.
-pub fn is_websocket(req: &HttpRequest) -> bool {
+/// Whether actix-http took the request for a WebSocket upgrade: any
+/// `Upgrade` field that is `websocket` (and no chunked body). It then hands
+/// the rest of the connection over as the request's body, whatever the
+/// request's `Connection` or version.
+pub fn upgrades_to_websocket(req: &HttpRequest) -> bool {
     let h = req.headers();
-    let connection_upgrade = connection_tokens(h.get_all(ax::CONNECTION).map(|v| v.as_bytes()))
-        .iter()
-        .any(|t| t == "upgrade");
-    let websocket = h
-        .get(ax::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-        });
-    req.version() == actix_web::http::Version::HTTP_11 && connection_upgrade && websocket
+    h.get_all(ax::UPGRADE)
+        .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && !h.contains_key(ax::TRANSFER_ENCODING)
+}
+
+/// Whether the client asks for a WebSocket, which is tunnelled: HTTP/1.1,
+/// `Connection: upgrade`, and `Upgrade: websocket` as actix-http sees it
+/// ([`upgrades_to_websocket`]).
+pub fn is_websocket(req: &HttpRequest) -> bool {
+    let connection_upgrade =
+        connection_tokens(req.headers().get_all(ax::CONNECTION).map(|v| v.as_bytes()))
+            .iter()
+            .any(|t| t == "upgrade");
+    req.version() == actix_web::http::Version::HTTP_11
+        && connection_upgrade
+        && upgrades_to_websocket(req)
 }
 
 #[cfg(test)]

@@ -24,12 +24,21 @@
 //! # Bodies and timeouts
 //!
 //! Both bodies stream in whatever chunks arrive ([`body`]), never
-//! collected: a known `Content-Length` is kept each way, anything else is
-//! chunked. The route's `idle_timeout` bounds the silence between two
-//! chunks either way; `timeout` bounds the wait for the response head,
-//! counted from the end of the request body (a slow upload is bounded by
-//! the idle timeout, not by the head's); `connect_timeout` bounds the TCP
-//! connection. A client that goes away drops the upstream exchange.
+//! collected: a known `Content-Length` is kept each way (never more bytes
+//! than it says go up), anything else is chunked. An upstream may answer
+//! before it has read the whole request body: the body keeps going up
+//! while the answer comes down. The route's `idle_timeout` bounds the
+//! silence between two chunks either way; `timeout` bounds the wait for
+//! the response head, counted from the end of the request body (a slow
+//! upload is bounded by the idle timeout, not by the head's);
+//! `connect_timeout` bounds name resolution, the TCP connection and the
+//! TLS handshake together (504 after). A client that goes away drops the
+//! upstream exchange.
+//!
+//! `Upgrade: websocket` is tunnelled when the request is a handshake
+//! proper (HTTP/1.1, `Connection: upgrade`); without those it is a 400,
+//! since actix-http hands such a request the rest of the connection as its
+//! body. `CONNECT` is not proxied (405).
 //!
 //! # Failures
 //!
@@ -52,6 +61,8 @@
 mod body;
 pub mod client;
 mod conn;
+mod exchange;
+mod failure;
 mod headers;
 mod upgrade;
 mod wire;
@@ -64,15 +75,16 @@ use actix_web::http::{Method, StatusCode, Version};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::settings::ProxyTarget;
-use body::{ResponseBody, Sent};
+use body::ResponseBody;
+use client::Upstream;
 pub use client::Upstreams;
-use client::{ConnectError, Upstream};
 use conn::Conn;
+use exchange::{Exchange, Upload};
+use failure::Failure;
 use headers::RequestBody;
-use wire::{Decoder, Framing, ResponseHead, WireError};
+use wire::{Decoder, Framing, ResponseHead};
 
 pub(crate) const TARGET: &str = "clace::proxy";
 
@@ -101,8 +113,25 @@ pub async fn forward(
         }
     };
 
-    // The body: none, or streamed. Its declared length is checked first.
+    // actix-http hands a request with `Upgrade: websocket` (or a CONNECT)
+    // the rest of its connection as its body: only a WebSocket handshake
+    // proper may have that, anything else would let the client write
+    // upstream past its request.
     let websocket = headers::is_websocket(req);
+    if req.method() == Method::CONNECT {
+        return short(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: CONNECT is not proxied".into(),
+        );
+    }
+    if !websocket && headers::upgrades_to_websocket(req) {
+        return short(
+            StatusCode::BAD_REQUEST,
+            "bad request: Upgrade: websocket needs HTTP/1.1 and Connection: upgrade".into(),
+        );
+    }
+
+    // The body: none, or streamed. Its declared length is checked first.
     let declared: Vec<&[u8]> = req
         .headers()
         .get_all(actix_web::http::header::CONTENT_LENGTH)
@@ -132,7 +161,15 @@ pub async fn forward(
                 first = Some(chunk);
                 RequestBody::Chunked
             }
-            _ => RequestBody::Chunked,
+            std::task::Poll::Ready(Some(Err(_))) => {
+                return Failure::Body(body::Sent::Broken).respond(
+                    &label(),
+                    &upstream.endpoint.authority,
+                    target,
+                    max_body,
+                )
+            }
+            std::task::Poll::Pending => RequestBody::Chunked,
         }
     } else {
         RequestBody::None
@@ -147,16 +184,20 @@ pub async fn forward(
         head_request: req.method() == Method::HEAD,
         label: &label,
     };
-    let result = if has_body {
+    let (result, payload) = if has_body {
         let body = Upload {
-            payload: &mut payload,
+            payload,
             first,
             chunked: framing == RequestBody::Chunked,
+            length,
             max_body,
         };
-        exchange.with_body(body).await
+        (exchange.with_body(body).await, None)
     } else {
-        exchange.without_body(idempotent(req.method())).await
+        (
+            exchange.without_body(idempotent(req.method())).await,
+            Some(payload),
+        )
     };
     let (response, conn) = match result {
         Ok(r) => r,
@@ -179,258 +220,6 @@ pub async fn forward(
         );
     }
     respond(req, response, conn, upstream, target.idle_timeout, &label)
-}
-
-/// The client's request body, to stream upstream.
-struct Upload<'a> {
-    payload: &'a mut web::Payload,
-    /// A chunk already taken from the payload.
-    first: Option<Bytes>,
-    chunked: bool,
-    max_body: Option<u64>,
-}
-
-/// One request and the upstream it goes to.
-struct Exchange<'a, L: Fn() -> String> {
-    upstream: &'a Upstream,
-    target: &'a ProxyTarget,
-    head: &'a Bytes,
-    head_request: bool,
-    label: &'a L,
-}
-
-impl<L: Fn() -> String> Exchange<'_, L> {
-    /// A pooled connection, else a new one, with the request head written
-    /// on it. A pooled connection that fails the write (the upstream
-    /// closed it; nothing reached it) is replaced by a new one.
-    async fn send_head(&self) -> Result<Conn, Failure> {
-        if let Some(mut conn) = self.upstream.checkout() {
-            if write_head(&mut conn, self.head).await.is_ok() {
-                return Ok(conn);
-            }
-        }
-        let mut conn = self
-            .upstream
-            .connect(self.target.connect_timeout)
-            .await
-            .map_err(Failure::Connect)?;
-        write_head(&mut conn, self.head)
-            .await
-            .map_err(|e| Failure::Answer(ReadError::Io(e)))?;
-        Ok(conn)
-    }
-
-    /// A request without a body: sent, and its response head read within
-    /// the route's `timeout`. When a pooled connection closes after the
-    /// request went out and before any answer (the keep-alive race), an
-    /// `idempotent` request is sent once more on a new connection.
-    async fn without_body(&self, idempotent: bool) -> Result<(ResponseHead, Conn), Failure> {
-        let mut conn = self.send_head().await?;
-        let result = self.head_in_time(&mut conn).await;
-        if matches!(result, Err(Failure::Answer(ReadError::Closed))) && conn.reused && idempotent {
-            log::info!(target: TARGET, "{}: the pooled connection closed before an answer; sending the request once more", (self.label)());
-            let mut conn = self
-                .upstream
-                .connect(self.target.connect_timeout)
-                .await
-                .map_err(Failure::Connect)?;
-            write_head(&mut conn, self.head)
-                .await
-                .map_err(|e| Failure::Answer(ReadError::Io(e)))?;
-            let head = self.head_in_time(&mut conn).await?;
-            return Ok((head, conn));
-        }
-        result.map(|head| (head, conn))
-    }
-
-    async fn head_in_time(&self, conn: &mut Conn) -> Result<ResponseHead, Failure> {
-        match tokio::time::timeout(
-            self.target.timeout,
-            read_head(&mut conn.io, &mut conn.buf, self.head_request),
-        )
-        .await
-        {
-            Ok(result) => result.map_err(Failure::Answer),
-            Err(_) => Err(Failure::HeadTimeout),
-        }
-    }
-
-    /// A request with a body: the body streams up while the response head
-    /// is awaited (the upstream may answer early, a 413 of its own); the
-    /// head's `timeout` counts from the end of the body.
-    async fn with_body(&self, body: Upload<'_>) -> Result<(ResponseHead, Conn), Failure> {
-        let mut conn = self.send_head().await?;
-        let idle = self.target.idle_timeout;
-        let (result, sent) = {
-            let (mut reader, mut writer) = tokio::io::split(&mut conn.io);
-            let buf = &mut conn.buf;
-            let head = read_head(&mut reader, buf, self.head_request);
-            tokio::pin!(head);
-            let pump = body::pump(
-                body.payload,
-                body.first,
-                &mut writer,
-                body.chunked,
-                idle,
-                body.max_body,
-            );
-            tokio::pin!(pump);
-            tokio::select! {
-                result = &mut head => (result.map_err(Failure::Answer), None),
-                sent = &mut pump => {
-                    if matches!(sent, Sent::Whole | Sent::UpstreamGone) {
-                        match tokio::time::timeout(self.target.timeout, &mut head).await {
-                            Ok(result) => (result.map_err(Failure::Answer), Some(sent)),
-                            Err(_) => (Err(Failure::HeadTimeout), Some(sent)),
-                        }
-                    } else {
-                        // The upstream may still answer (a 413 of its own):
-                        // give it a moment, else the body's failure is the
-                        // answer.
-                        match tokio::time::timeout(Duration::from_millis(100), &mut head).await {
-                            Ok(Ok(r)) => (Ok(r), Some(sent)),
-                            _ => (Err(Failure::Body(sent)), Some(sent)),
-                        }
-                    }
-                }
-            }
-        };
-        let mut head = result?;
-        if sent != Some(Sent::Whole) {
-            // The body did not go up whole: the connection carries nothing
-            // after this answer.
-            head.keep_alive = false;
-        }
-        Ok((head, conn))
-    }
-}
-
-async fn write_head(conn: &mut Conn, head: &[u8]) -> std::io::Result<()> {
-    conn.io.write_all(head).await?;
-    conn.io.flush().await
-}
-
-/// Why no response head came.
-#[derive(Debug)]
-enum ReadError {
-    /// The upstream closed before sending a byte of an answer.
-    Closed,
-    Io(std::io::Error),
-    Wire(WireError),
-}
-
-/// Reads a final response head (1xx ones but `101` are skipped).
-async fn read_head<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut bytes::BytesMut,
-    head_request: bool,
-) -> Result<ResponseHead, ReadError> {
-    let mut answered = !buf.is_empty();
-    loop {
-        if let Some(head) = wire::parse_head(buf, head_request).map_err(ReadError::Wire)? {
-            if (100..200).contains(&head.status) && head.status != 101 {
-                continue;
-            }
-            return Ok(head);
-        }
-        buf.reserve(16 * 1024);
-        match reader.read_buf(buf).await {
-            Ok(0) if answered => {
-                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()))
-            }
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(_) => answered = true,
-            Err(e) if !answered && e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Err(ReadError::Closed)
-            }
-            Err(e) => return Err(ReadError::Io(e)),
-        }
-    }
-}
-
-/// Why no response head came.
-enum Failure {
-    Connect(ConnectError),
-    Answer(ReadError),
-    HeadTimeout,
-    Body(Sent),
-}
-
-impl Failure {
-    fn respond(
-        self,
-        label: &str,
-        authority: &str,
-        target: &ProxyTarget,
-        max_body: Option<u64>,
-    ) -> HttpResponse {
-        let (status, message, detail) = match self {
-            Failure::HeadTimeout => {
-                log::warn!(target: TARGET, "{label}: no response head within {}s (timeout)", target.timeout.as_secs());
-                return short(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("gateway timeout: upstream {authority} did not answer in time"),
-                );
-            }
-            Failure::Body(Sent::TooLarge) => return too_large(label, max_body.unwrap_or(0)),
-            Failure::Body(Sent::Idle) => {
-                log::info!(target: TARGET, "{label}: the client's request body went silent for {}s (idle_timeout)", target.idle_timeout.as_secs());
-                return short(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request timeout: the request body stopped arriving".into(),
-                );
-            }
-            Failure::Body(_) => {
-                log::debug!(target: TARGET, "{label}: the client's request body broke off");
-                return short(
-                    StatusCode::BAD_REQUEST,
-                    "bad request: the request body could not be read".into(),
-                );
-            }
-            Failure::Connect(e) => {
-                let (status, message) = match &e {
-                    ConnectError::Refused => (
-                        StatusCode::BAD_GATEWAY,
-                        format!("bad gateway: upstream {authority} refused the connection"),
-                    ),
-                    ConnectError::Timeout => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "gateway timeout: upstream {authority} did not accept the connection within {}s",
-                            target.connect_timeout.as_secs()
-                        ),
-                    ),
-                    ConnectError::Resolve(..) => (
-                        StatusCode::BAD_GATEWAY,
-                        format!("bad gateway: upstream host {authority} could not be resolved"),
-                    ),
-                    ConnectError::Tls(tls) => (
-                        StatusCode::BAD_GATEWAY,
-                        format!("bad gateway: the certificate of upstream {authority} cannot be trusted ({tls})"),
-                    ),
-                    ConnectError::Unreachable(_) | ConnectError::Handshake(_) => (
-                        StatusCode::BAD_GATEWAY,
-                        format!("bad gateway: upstream {authority} could not be reached"),
-                    ),
-                };
-                (status, message, e.to_string())
-            }
-            Failure::Answer(e) => {
-                let detail = match e {
-                    ReadError::Closed => "the connection closed before an answer".to_string(),
-                    ReadError::Io(e) => e.to_string(),
-                    ReadError::Wire(e) => e.to_string(),
-                };
-                (
-                    StatusCode::BAD_GATEWAY,
-                    format!("bad gateway: upstream {authority} failed to answer"),
-                    detail,
-                )
-            }
-        };
-        log::warn!(target: TARGET, "{label}: {message}: {detail}");
-        short(status, message)
-    }
 }
 
 fn idempotent(method: &Method) -> bool {
@@ -508,7 +297,7 @@ fn respond(
 fn switch(
     head: &ResponseHead,
     conn: Conn,
-    payload: web::Payload,
+    payload: Option<web::Payload>,
     idle: Duration,
     label: String,
 ) -> HttpResponse {
@@ -519,6 +308,13 @@ fn switch(
     let mut res = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
     res.upgrade(protocol);
     let label: Rc<str> = Rc::from(label);
+    let Some(payload) = payload else {
+        log::warn!(target: TARGET, "{label}: the upstream switched protocols but the client's connection could not be taken over");
+        return short(
+            StatusCode::BAD_GATEWAY,
+            "bad gateway: the upstream's WebSocket could not be joined".into(),
+        );
+    };
     log::debug!(target: TARGET, "{label}: WebSocket open");
     let mut res = res.streaming(upgrade::tunnel(payload, conn, idle, label));
     headers::response_headers(head, res.headers_mut(), false);

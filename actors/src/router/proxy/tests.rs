@@ -294,7 +294,7 @@ async fn request_hop_by_hop_headers_are_stripped() {
         .insert_header(("proxy-connection", "keep-alive"))
         .insert_header((header::TE, "trailers"))
         .insert_header((header::TRAILER, "x-t"))
-        .insert_header((header::UPGRADE, "websocket"))
+        .insert_header((header::UPGRADE, "h2c"))
         .insert_header(("x-normal", "kept"))
         .to_request();
     let echo = text(test::call_service(&app, req).await).await;
@@ -314,6 +314,15 @@ async fn request_hop_by_hop_headers_are_stripped() {
         );
     }
     assert!(echo.contains("x-normal: kept"), "{echo}");
+
+    // `Upgrade: websocket` without `Connection: upgrade` is no handshake,
+    // yet actix-http would hand it the rest of the connection: refused.
+    let req = test::TestRequest::post()
+        .uri("/")
+        .insert_header((header::UPGRADE, "websocket"))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     upstream.stop().await;
 }
 

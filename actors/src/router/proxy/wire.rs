@@ -60,9 +60,14 @@ impl ResponseHead {
 
     /// The first value of header `name` (lower case).
     pub fn get(&self, name: &str) -> Option<Bytes> {
+        self.get_all(name).next()
+    }
+
+    /// Every value of header `name` (lower case).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Bytes> + 'a {
         self.headers
             .iter()
-            .find(|(n, _)| n.as_str() == name)
+            .filter(move |(n, _)| n.as_str() == name)
             .map(|(_, r)| self.value(r))
     }
 }
@@ -104,18 +109,22 @@ pub fn parse_head(
         let value = field.value;
         match name.as_str() {
             "content-length" => {
-                let digits = value.trim_ascii();
-                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                    return Err(WireError::Length); // `+5`, `-1`, `5 5`
+                // A list of one repeated value is that value (RFC 9110
+                // §8.6); anything but digits (`+5`, `-1`) is refused.
+                for item in value.split(|b| *b == b',') {
+                    let digits = item.trim_ascii();
+                    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                        return Err(WireError::Length);
+                    }
+                    let n = std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or(WireError::Length)?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(WireError::Length);
+                    }
+                    length = Some(n);
                 }
-                let n = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or(WireError::Length)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(WireError::Length);
-                }
-                length = Some(n);
             }
             "transfer-encoding" => {
                 encoded = true;
@@ -150,11 +159,15 @@ pub fn parse_head(
     } else {
         Framing::Close
     };
-    let persistent = if minor >= 1 {
-        !close
-    } else {
-        keep_alive && !close
-    };
+    // A response framed both ways, or a chunked HTTP/1.0 one, is read as
+    // the RFC says but its connection is not trusted again (RFC 9112 §6.3).
+    let ambiguous = encoded && (length.is_some() || minor == 0);
+    let persistent = !ambiguous
+        && if minor >= 1 {
+            !close
+        } else {
+            keep_alive && !close
+        };
     Ok(Some(ResponseHead {
         status,
         headers,
@@ -392,6 +405,33 @@ mod tests {
             false,
         );
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn lengths_and_ambiguous_framing() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+            false,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        let h = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        let h = head(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n");
+        assert_eq!(parse_head(&mut buf, false).unwrap_err(), WireError::Length);
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: x-a\r\nConnection: close\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.get_all("connection").count(), 2);
+        assert!(!h.keep_alive);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -78,19 +78,21 @@ pub fn tunnel(
 
     // Upstream -> client.
     let first = (!ahead.is_empty()).then(|| Ok(ahead));
-    let rest = futures_util::stream::unfold(Some(up_read), move |state| {
+    // One buffer, reused once the bytes handed on have been written out
+    // (a read takes what has arrived, without zeroing its room first).
+    let rest = futures_util::stream::unfold(Some((up_read, BytesMut::new())), move |state| {
         let activity = activity.clone();
         let label = Rc::clone(&label);
         async move {
-            let mut up_read = state?;
-            let mut buf = vec![0u8; 16 * 1024];
+            let (mut up_read, mut buf) = state?;
             loop {
-                match tokio::time::timeout(idle, up_read.read(&mut buf)).await {
+                buf.reserve(16 * 1024);
+                match tokio::time::timeout(idle, up_read.read_buf(&mut buf)).await {
                     Ok(Ok(0)) => return None,
-                    Ok(Ok(n)) => {
+                    Ok(Ok(_)) => {
                         activity.touch();
-                        buf.truncate(n);
-                        return Some((Ok(Bytes::from(buf)), Some(up_read)));
+                        let data = buf.split().freeze();
+                        return Some((Ok(data), Some((up_read, buf))));
                     }
                     Ok(Err(e)) => return Some((Err(e), None)),
                     Err(_) if activity.silent_for(idle, &label) => return None,

@@ -97,14 +97,14 @@ fn upstream(policy: fn(usize) -> Then) -> (RawUpstream, Shared<Vec<Req>>, Shared
 }
 
 /// One kept-alive client connection to the daemon.
-struct KeepAlive {
+pub(super) struct KeepAlive {
     addr: SocketAddr,
     writer: TcpStream,
     reader: BufReader<TcpStream>,
 }
 
 impl KeepAlive {
-    fn open(addr: SocketAddr) -> KeepAlive {
+    pub(super) fn open(addr: SocketAddr) -> KeepAlive {
         let writer = connect(addr);
         let reader = BufReader::new(writer.try_clone().expect("clone the socket"));
         KeepAlive {
@@ -114,7 +114,7 @@ impl KeepAlive {
         }
     }
 
-    fn send(&mut self, method: &str, target: &str, body: &[u8]) -> Response {
+    pub(super) fn send(&mut self, method: &str, target: &str, body: &[u8]) -> Response {
         let mut req = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n",
             self.addr

@@ -15,6 +15,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::pool::KeepAlive;
 use super::{read_head, write_now, RawUpstream, Shared};
 use crate::tls_util::new_serial;
 use crate::util::http::Request;
@@ -59,14 +60,29 @@ fn test_pki(names: &[&str]) -> TestPki {
 /// What the TLS upstream saw of one connection.
 #[derive(Debug, Clone)]
 struct Seen {
+    /// The upstream connection it came on (from 0).
+    conn: usize,
     /// The SNI the client sent.
     sni: Option<String>,
     /// The request line, or the handshake's failure.
     request: Result<String, String>,
 }
 
+/// What a [`TlsUpstream`] does after answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Closes the connection (`Connection: close`, then close_notify).
+    Close,
+    /// Keeps it open for the next request.
+    KeepAlive,
+    /// Keeps it open, and reads the connection's second request whole but
+    /// drops the connection without an answer or close_notify (the
+    /// keep-alive race, made certain).
+    DropSecond,
+}
+
 /// An HTTPS upstream on 127.0.0.1 that answers every request with 200
-/// `hello over tls` and closes.
+/// `hello over tls`, then does as `then` says.
 struct TlsUpstream {
     raw: RawUpstream,
     seen: Shared<Vec<Seen>>,
@@ -74,6 +90,10 @@ struct TlsUpstream {
 
 impl TlsUpstream {
     fn start(pki: &TestPki) -> TlsUpstream {
+        TlsUpstream::start_with(pki, Then::Close)
+    }
+
+    fn start_with(pki: &TestPki, then: Then) -> TlsUpstream {
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(pki.leaf_pem.as_bytes())
                 .collect::<Result<_, _>>()
@@ -89,7 +109,7 @@ impl TlsUpstream {
         let seen: Shared<Vec<Seen>> = Shared::default();
         let raw = {
             let seen = seen.clone();
-            RawUpstream::start(move |_, sock| {
+            RawUpstream::start(move |conn_no, sock| {
                 let conn = ServerConnection::new(Arc::clone(&config)).expect("TLS server");
                 let mut tls = StreamOwned::new(conn, sock);
                 let mut handshake = Ok(());
@@ -100,25 +120,45 @@ impl TlsUpstream {
                     }
                 }
                 let sni = tls.conn.server_name().map(str::to_owned);
-                let request = handshake.and_then(|()| match read_head(&mut tls) {
-                    Ok(Some(head)) => Ok(head.lines().next().unwrap_or("").to_owned()),
-                    Ok(None) => Err("no request".to_owned()),
-                    Err(e) => Err(e.to_string()),
-                });
-                let ok = request.is_ok();
-                seen.update(|s| s.push(Seen { sni, request }));
-                if ok {
+                for nth in 0.. {
+                    let request = handshake.clone().and_then(|()| match read_head(&mut tls) {
+                        Ok(Some(head)) => Ok(head.lines().next().unwrap_or("").to_owned()),
+                        Ok(None) => Err("no request".to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    });
+                    let ok = request.is_ok();
+                    if nth > 0 && !ok {
+                        return; // The client closed a kept-alive connection.
+                    }
+                    seen.update(|s| {
+                        s.push(Seen {
+                            conn: conn_no,
+                            sni: sni.clone(),
+                            request,
+                        })
+                    });
+                    if !ok || (then == Then::DropSecond && nth == 1) {
+                        return;
+                    }
                     let body = "hello over tls";
+                    let connection = if then == Then::Close {
+                        "close"
+                    } else {
+                        "keep-alive"
+                    };
                     let _ = write_now(
                         &mut tls,
                         format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
                             body.len()
                         )
                         .as_bytes(),
                     );
-                    tls.conn.send_close_notify();
-                    let _ = tls.conn.complete_io(&mut tls.sock);
+                    if then == Then::Close {
+                        tls.conn.send_close_notify();
+                        let _ = tls.conn.complete_io(&mut tls.sock);
+                        return;
+                    }
                 }
             })
         };
@@ -255,5 +295,78 @@ fn proxy_server_name_is_sent_and_verified_for_an_upstream_reached_by_ip() {
         resp.text().contains("certificate"),
         "the client's line names the certificate: {}; log: {line}",
         resp.text()
+    );
+}
+
+/// Two requests over one client connection (so one worker, one pool) go on
+/// one TLS connection to the upstream: one handshake.
+#[test]
+fn an_https_upstream_connection_is_reused() {
+    let pki = test_pki(&["127.0.0.1"]);
+    let upstream = TlsUpstream::start_with(&pki, Then::KeepAlive);
+    let clace = Clace::new();
+    let ca = write_ca(&clace, &pki);
+    let daemon = serve(
+        &clace,
+        &format!(
+            "[[route]]\npath = \"/\"\nproxy = {}\nproxy_ca_file = {}\n",
+            toml_str(format!("https://127.0.0.1:{}", upstream.port())),
+            toml_path(&ca)
+        ),
+    );
+    let mut client = KeepAlive::open(daemon.http);
+    for path in ["/one", "/two"] {
+        let resp = client.send("GET", path, b"");
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(resp.text(), "hello over tls");
+    }
+    let seen = upstream.seen.get();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter().all(|s| s.conn == 0),
+        "one TLS connection: {seen:?}"
+    );
+    assert_eq!(upstream.raw.accepted(), 1);
+}
+
+/// A pooled TLS connection the upstream drops after a request went out,
+/// without close_notify (which reads as an unexpected end, not a clean
+/// close): a GET is sent once more on a new connection.
+#[test]
+fn the_keep_alive_race_over_tls_is_retried_when_safe() {
+    let pki = test_pki(&["127.0.0.1"]);
+    let upstream = TlsUpstream::start_with(&pki, Then::DropSecond);
+    let clace = Clace::new();
+    let ca = write_ca(&clace, &pki);
+    let mut daemon = serve(
+        &clace,
+        &format!(
+            "[[route]]\npath = \"/\"\nproxy = {}\nproxy_ca_file = {}\n",
+            toml_str(format!("https://127.0.0.1:{}", upstream.port())),
+            toml_path(&ca)
+        ),
+    );
+    let mut client = KeepAlive::open(daemon.http);
+    let resp = client.send("GET", "/first", b"");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = client.send("GET", "/again", b"");
+    assert_eq!(
+        resp.status,
+        200,
+        "{}; stderr:\n{}",
+        resp.text(),
+        daemon.proc.stderr()
+    );
+    daemon.proc.wait_for_line("once more", DEADLINE);
+    let seen = upstream.seen.get();
+    let again: Vec<usize> = seen
+        .iter()
+        .filter(|s| s.request.as_deref() == Ok("GET /again HTTP/1.1"))
+        .map(|s| s.conn)
+        .collect();
+    assert_eq!(
+        again,
+        vec![0, 1],
+        "sent on the pooled connection, then once on a new one: {seen:?}"
     );
 }

@@ -177,6 +177,21 @@ fn write_ca(clace: &Clace, pki: &TestPki) -> PathBuf {
     path
 }
 
+/// A daemon with one route on `/` to `upstream`, trusting the test CA.
+fn serve_trusted(pki: &TestPki, upstream: &TlsUpstream) -> (Clace, Daemon) {
+    let clace = Clace::new();
+    let ca = write_ca(&clace, pki);
+    let daemon = serve(
+        &clace,
+        &format!(
+            "[[route]]\npath = \"/\"\nproxy = {}\nproxy_ca_file = {}\n",
+            toml_str(format!("https://127.0.0.1:{}", upstream.port())),
+            toml_path(&ca)
+        ),
+    );
+    (clace, daemon)
+}
+
 fn serve(clace: &Clace, routes: &str) -> Daemon {
     clace.write_config(&config_with(routes));
     clace.serve()
@@ -199,16 +214,7 @@ fn expect_hello(daemon: &Daemon, path: &str) {
 fn an_https_upstream_from_a_test_ca_is_trusted_with_proxy_ca_file() {
     let pki = test_pki(&["127.0.0.1"]);
     let upstream = TlsUpstream::start(&pki);
-    let clace = Clace::new();
-    let ca = write_ca(&clace, &pki);
-    let daemon = serve(
-        &clace,
-        &format!(
-            "[[route]]\npath = \"/\"\nproxy = {}\nproxy_ca_file = {}\n",
-            toml_str(format!("https://127.0.0.1:{}", upstream.port())),
-            toml_path(&ca)
-        ),
-    );
+    let (_clace, daemon) = serve_trusted(&pki, &upstream);
     expect_hello(&daemon, "/secure/x?y=1");
     let seen = upstream.seen.get();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -304,16 +310,7 @@ fn proxy_server_name_is_sent_and_verified_for_an_upstream_reached_by_ip() {
 fn an_https_upstream_connection_is_reused() {
     let pki = test_pki(&["127.0.0.1"]);
     let upstream = TlsUpstream::start_with(&pki, Then::KeepAlive);
-    let clace = Clace::new();
-    let ca = write_ca(&clace, &pki);
-    let daemon = serve(
-        &clace,
-        &format!(
-            "[[route]]\npath = \"/\"\nproxy = {}\nproxy_ca_file = {}\n",
-            toml_str(format!("https://127.0.0.1:{}", upstream.port())),
-            toml_path(&ca)
-        ),
-    );
+    let (_clace, daemon) = serve_trusted(&pki, &upstream);
     let mut client = KeepAlive::open(daemon.http);
     for path in ["/one", "/two"] {
         let resp = client.send("GET", path, b"");
@@ -336,16 +333,7 @@ fn an_https_upstream_connection_is_reused() {
 fn the_keep_alive_race_over_tls_is_retried_when_safe() {
     let pki = test_pki(&["127.0.0.1"]);
     let upstream = TlsUpstream::start_with(&pki, Then::DropSecond);
-    let clace = Clace::new();
-    let ca = write_ca(&clace, &pki);
-    let mut daemon = serve(
-        &clace,
-        &format!(
-            "[[route]]\npath = \"/\"\nproxy = {}\nproxy_ca_file = {}\n",
-            toml_str(format!("https://127.0.0.1:{}", upstream.port())),
-            toml_path(&ca)
-        ),
-    );
+    let (_clace, mut daemon) = serve_trusted(&pki, &upstream);
     let mut client = KeepAlive::open(daemon.http);
     let resp = client.send("GET", "/first", b"");
     assert_eq!(resp.status, 200, "{}", resp.text());

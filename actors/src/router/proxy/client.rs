@@ -212,12 +212,17 @@ fn sweep(pools: Weak<RefCell<Vec<Pool>>>) {
 }
 
 impl Upstream {
-    /// The most recently pooled connection that is still open, if any.
-    pub fn checkout(&self) -> Option<Conn> {
+    /// The most recently pooled connection that is still open, if any;
+    /// `strict`: for a request that cannot be sent again, the kernel is
+    /// asked too (see [`Conn::peek_open`]).
+    pub fn checkout(&self, strict: bool) -> Option<Conn> {
         let mut pools = self.pools.borrow_mut();
         let idle = &mut pools.get_mut(self.index)?.idle;
         while let Some(mut conn) = idle.pop() {
-            if conn.idle_since.elapsed() < POOL_IDLE && conn.is_open() {
+            if conn.idle_since.elapsed() < POOL_IDLE
+                && conn.is_open()
+                && (!strict || conn.peek_open())
+            {
                 return Some(conn);
             }
         }
@@ -226,8 +231,8 @@ impl Upstream {
 
     /// Gives a connection that finished an exchange cleanly back.
     pub fn checkin(&self, mut conn: Conn) {
-        if !conn.buf.is_empty() {
-            return; // Bytes nobody asked for: not trusted again.
+        if !conn.buf.is_empty() || matches!(conn.io, Io::Reading(_)) {
+            return; // Bytes nobody asked for, or half a connection.
         }
         conn.reused = true;
         conn.idle_since = std::time::Instant::now();
@@ -275,9 +280,9 @@ impl Upstream {
 }
 
 /// A TCP connection to the first address of `host` that takes one, each
-/// address given an equal share of `timeout` (so that a black-holed first
-/// address, such as `::1` for `localhost` where nothing listens on it,
-/// leaves time for the next).
+/// address given an equal share of what is left of `timeout` (so that a
+/// black-holed first address leaves time for the next, and one refused at
+/// once passes its time on).
 async fn tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
@@ -286,9 +291,12 @@ async fn tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Conn
             .map_err(|e| ConnectError::Resolve(host.to_string(), e.to_string()))?
             .collect(),
     };
-    let share = timeout / u32::try_from(addrs.len().max(1)).unwrap_or(u32::MAX);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let count = addrs.len();
     let mut last = None;
-    for addr in addrs {
+    for (i, addr) in addrs.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let share = left / u32::try_from(count - i).unwrap_or(u32::MAX);
         let attempt = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
             Ok(attempt) => attempt,
             Err(_) => Err(io::ErrorKind::TimedOut.into()),

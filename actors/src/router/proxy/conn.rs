@@ -134,11 +134,70 @@ impl Conn {
         if !self.buf.is_empty() || matches!(self.io, Io::Reading(_)) {
             return false;
         }
+        if !tokio::task::coop::has_budget_remaining() {
+            // The read would say "not yet" without looking.
+            return self.peek_open();
+        }
         let mut probe = [0u8; 1];
         let mut probe = ReadBuf::new(&mut probe);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         Pin::new(&mut self.io)
             .poll_read(&mut cx, &mut probe)
             .is_pending()
+    }
+
+    /// Whether the kernel holds nothing on the connection (no close, no
+    /// byte): one `recv(MSG_PEEK)`, which also sees a close the worker's
+    /// reactor has not yet. For requests that cannot be sent again.
+    pub fn peek_open(&self) -> bool {
+        let tcp = match &self.io {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+            Io::Reading(_) => return false,
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(tcp).peek(&mut probe) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A pooled connection whose upstream closes: the kernel knows at once
+    /// (`peek_open`), the reactor once it has run (`is_open`).
+    #[actix_web::test]
+    async fn a_closed_idle_connection_is_seen() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.write_all(b"x").unwrap();
+        let mut conn = Conn::new(Io::Plain(client));
+        assert_eq!(conn.fill().await.unwrap(), 1);
+        conn.buf.clear();
+        assert!(conn.is_open() && conn.peek_open(), "idle and open");
+
+        drop(server);
+        assert!(!conn.peek_open(), "the kernel has the close at once");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while conn.is_open() {
+            assert!(Instant::now() < deadline, "the reactor never saw the close");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+
+        // Bytes left unread: never reused.
+        let mut conn = conn;
+        conn.buf.extend_from_slice(b"stray");
+        assert!(!conn.is_open());
     }
 }

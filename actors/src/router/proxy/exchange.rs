@@ -39,9 +39,11 @@ pub struct Exchange<'a, L: Fn() -> String> {
 impl<L: Fn() -> String> Exchange<'_, L> {
     /// A pooled connection, else a new one, with the request head written
     /// on it. A pooled connection that fails the write (the upstream
-    /// closed it; nothing reached it) is replaced by a new one.
-    async fn send_head(&self) -> Result<Conn, Failure> {
-        if let Some(mut conn) = self.upstream.checkout() {
+    /// closed it; nothing reached it) is replaced by a new one. `strict`:
+    /// the request cannot be sent again, so the pooled connection is
+    /// checked with the kernel too.
+    async fn send_head(&self, strict: bool) -> Result<Conn, Failure> {
+        if let Some(mut conn) = self.upstream.checkout(strict) {
             if matches!(self.write_head(&mut conn).await, Ok(Ok(()))) {
                 return Ok(conn);
             }
@@ -80,7 +82,7 @@ impl<L: Fn() -> String> Exchange<'_, L> {
     /// request went out and before any answer (the keep-alive race), an
     /// `idempotent` request is sent once more on a new connection.
     pub async fn without_body(&self, idempotent: bool) -> Result<(ResponseHead, Conn), Failure> {
-        let mut conn = self.send_head().await?;
+        let mut conn = self.send_head(!idempotent).await?;
         let result = self.head_in_time(&mut conn.io, &mut conn.buf).await;
         if matches!(result, Err(Failure::Answer(ReadError::Closed))) && conn.reused && idempotent {
             log::info!(target: TARGET, "{}: the pooled connection closed before an answer; sending the request once more", (self.label)());
@@ -120,7 +122,7 @@ impl<L: Fn() -> String> Exchange<'_, L> {
             mut buf,
             reused,
             idle_since,
-        } = self.send_head().await?;
+        } = self.send_head(true).await?;
         let (mut reader, writer) = tokio::io::split(io);
         let mut pump = Box::pin(body::pump(body, writer, self.target.idle_timeout));
         let early = {
@@ -147,21 +149,21 @@ impl<L: Fn() -> String> Exchange<'_, L> {
                 }
             }
         };
-        match early {
+        let (head, io) = match early {
             Ok(result) => {
                 let mut head = result.map_err(Failure::Answer)?;
                 head.keep_alive = false;
-                actix_web::rt::spawn(pump);
-                let io = Io::Reading(Box::new(reader));
-                Ok((
-                    head,
-                    Conn {
-                        io,
-                        buf,
-                        reused,
-                        idle_since,
-                    },
-                ))
+                if head.status != 101 {
+                    // The body goes on; one that fails is ended for the
+                    // upstream too (else it would wait for the rest).
+                    actix_web::rt::spawn(async move {
+                        let (sent, mut writer) = pump.await;
+                        if sent != Sent::Whole {
+                            let _ = writer.shutdown().await;
+                        }
+                    });
+                }
+                (head, Io::Reading(Box::new(reader)))
             }
             Err((result, sent, writer)) => {
                 let mut head = result?;
@@ -170,18 +172,16 @@ impl<L: Fn() -> String> Exchange<'_, L> {
                     // nothing after this answer.
                     head.keep_alive = false;
                 }
-                let io = reader.unsplit(writer);
-                Ok((
-                    head,
-                    Conn {
-                        io,
-                        buf,
-                        reused,
-                        idle_since,
-                    },
-                ))
+                (head, reader.unsplit(writer))
             }
-        }
+        };
+        let conn = Conn {
+            io,
+            buf,
+            reused,
+            idle_since,
+        };
+        Ok((head, conn))
     }
 }
 

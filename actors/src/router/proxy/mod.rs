@@ -240,9 +240,7 @@ fn respond(
     label: &dyn Fn() -> String,
 ) -> HttpResponse {
     let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let length = head
-        .get("content-length")
-        .and_then(|v| headers::content_length(&[&v[..]]));
+    let length = head.length;
     let body = match head.framing {
         // 1xx, 204 and 304 never have a body (RFC 9110 §6.4.1); a HEAD's
         // length is announced and its (empty) body never polled.

@@ -63,8 +63,15 @@ pub fn tunnel(
             match tokio::time::timeout(idle, payload.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     client_side.touch();
-                    if up_write.write_all(&chunk).await.is_err() {
-                        break;
+                    // An upstream that takes nothing for the idle timeout
+                    // (hung, its socket still open) ends the tunnel.
+                    match tokio::time::timeout(idle, up_write.write_all(&chunk)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            log::info!(target: super::TARGET, "{client_label}: the upstream took nothing for {}s (idle_timeout); WebSocket closed", idle.as_secs());
+                            break;
+                        }
                     }
                 }
                 // The client closed (or broke): the upstream sees the end.

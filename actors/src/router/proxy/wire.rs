@@ -48,6 +48,8 @@ pub struct ResponseHead {
     /// `(name, value range in bytes)` in order (names are lower case).
     pub headers: Vec<(HeaderName, std::ops::Range<usize>)>,
     pub bytes: Bytes,
+    /// The `Content-Length`, if one (or a list of one repeated value).
+    pub length: Option<u64>,
     pub framing: Framing,
     /// Whether the connection may carry another request after this one.
     pub keep_alive: bool,
@@ -172,6 +174,7 @@ pub fn parse_head(
         status,
         headers,
         bytes: buf.split_to(len).freeze(),
+        length,
         keep_alive: persistent && framing != Framing::Close,
         framing,
     }))

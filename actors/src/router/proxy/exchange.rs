@@ -129,7 +129,15 @@ impl<L: Fn() -> String> Exchange<'_, L> {
             let head = read_head(&mut reader, &mut buf, self.head_request);
             tokio::pin!(head);
             tokio::select! {
-                result = &mut head => Ok(result),
+                result = &mut head => {
+                    // The head came first; the body may have ended in the
+                    // same turn (an HTTP/2 client's END_STREAM in a DATA
+                    // frame of its own): then the connection can be kept.
+                    match futures_util::FutureExt::now_or_never(&mut pump) {
+                        Some((sent, writer)) => Err((result.map_err(Failure::Answer), sent, writer)),
+                        None => Ok(result),
+                    }
+                }
                 (sent, writer) = &mut pump => {
                     let result = if matches!(sent, Sent::Whole | Sent::UpstreamGone) {
                         match tokio::time::timeout(self.target.timeout, &mut head).await {

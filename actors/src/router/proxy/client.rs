@@ -196,6 +196,12 @@ fn new_pool(target: &ProxyTarget) -> Result<Pool, String> {
     })
 }
 
+/// Whether an idle connection may carry another request: not kept past
+/// [`POOL_IDLE`], and still open as far as the worker has seen.
+fn usable(conn: &mut Conn) -> bool {
+    conn.idle_since.elapsed() < POOL_IDLE && conn.is_open()
+}
+
 /// Closes expired and closed idle connections every [`SWEEP_EVERY`], for
 /// as long as the worker's [`Upstreams`] lives.
 fn sweep(pools: Weak<RefCell<Vec<Pool>>>) {
@@ -204,8 +210,7 @@ fn sweep(pools: Weak<RefCell<Vec<Pool>>>) {
             tokio::time::sleep(SWEEP_EVERY).await;
             let Some(pools) = pools.upgrade() else { return };
             for pool in pools.borrow_mut().iter_mut() {
-                pool.idle
-                    .retain_mut(|c| c.idle_since.elapsed() < POOL_IDLE && c.is_open());
+                pool.idle.retain_mut(usable);
             }
         }
     });
@@ -219,10 +224,7 @@ impl Upstream {
         let mut pools = self.pools.borrow_mut();
         let idle = &mut pools.get_mut(self.index)?.idle;
         while let Some(mut conn) = idle.pop() {
-            if conn.idle_since.elapsed() < POOL_IDLE
-                && conn.is_open()
-                && (!strict || conn.peek_open())
-            {
+            if usable(&mut conn) && (!strict || conn.peek_open()) {
                 return Some(conn);
             }
         }

@@ -98,15 +98,11 @@ impl<L: Fn() -> String> Exchange<'_, L> {
         reader: &mut R,
         buf: &mut BytesMut,
     ) -> Result<ResponseHead, Failure> {
-        match tokio::time::timeout(
+        in_time(
             self.target.timeout,
             read_head(reader, buf, self.head_request),
         )
         .await
-        {
-            Ok(result) => result.map_err(Failure::Answer),
-            Err(_) => Err(Failure::HeadTimeout),
-        }
     }
 
     /// A request with a body: the body streams up while the response head
@@ -125,7 +121,7 @@ impl<L: Fn() -> String> Exchange<'_, L> {
         } = self.send_head(true).await?;
         let (mut reader, writer) = tokio::io::split(io);
         let mut pump = Box::pin(body::pump(body, writer, self.target.idle_timeout));
-        let early = {
+        let race = {
             let head = read_head(&mut reader, &mut buf, self.head_request);
             tokio::pin!(head);
             tokio::select! {
@@ -134,16 +130,15 @@ impl<L: Fn() -> String> Exchange<'_, L> {
                     // same turn (an HTTP/2 client's END_STREAM in a DATA
                     // frame of its own): then the connection can be kept.
                     match futures_util::FutureExt::now_or_never(&mut pump) {
-                        Some((sent, writer)) => Err((result.map_err(Failure::Answer), sent, writer)),
-                        None => Ok(result),
+                        Some((sent, writer)) => {
+                            Race::BodyDone(result.map_err(Failure::Answer), sent, writer)
+                        }
+                        None => Race::Early(result),
                     }
                 }
                 (sent, writer) = &mut pump => {
                     let result = if matches!(sent, Sent::Whole | Sent::UpstreamGone) {
-                        match tokio::time::timeout(self.target.timeout, &mut head).await {
-                            Ok(result) => result.map_err(Failure::Answer),
-                            Err(_) => Err(Failure::HeadTimeout),
-                        }
+                        in_time(self.target.timeout, &mut head).await
                     } else {
                         // The upstream may still answer (a 413 of its
                         // own): give it a moment, else the body's failure
@@ -153,12 +148,12 @@ impl<L: Fn() -> String> Exchange<'_, L> {
                             _ => Err(Failure::Body(sent)),
                         }
                     };
-                    Err((result, sent, writer))
+                    Race::BodyDone(result, sent, writer)
                 }
             }
         };
-        let (head, io) = match early {
-            Ok(result) => {
+        let (head, io) = match race {
+            Race::Early(result) => {
                 let mut head = result.map_err(Failure::Answer)?;
                 head.keep_alive = false;
                 if head.status != 101 {
@@ -173,7 +168,7 @@ impl<L: Fn() -> String> Exchange<'_, L> {
                 }
                 (head, Io::Reading(Box::new(reader)))
             }
-            Err((result, sent, writer)) => {
+            Race::BodyDone(result, sent, writer) => {
                 let mut head = result?;
                 if sent != Sent::Whole {
                     // The body did not go up whole: the connection carries
@@ -190,6 +185,26 @@ impl<L: Fn() -> String> Exchange<'_, L> {
             idle_since,
         };
         Ok((head, conn))
+    }
+}
+
+/// How the race between a request body going up and its response head
+/// coming down ended.
+enum Race<W> {
+    /// The head came while the body was still going up.
+    Early(Result<ResponseHead, ReadError>),
+    /// The body ended (however it did); then the head, or why none came.
+    BodyDone(Result<ResponseHead, Failure>, Sent, W),
+}
+
+/// `head`, read within `timeout`.
+async fn in_time(
+    timeout: Duration,
+    head: impl std::future::Future<Output = Result<ResponseHead, ReadError>>,
+) -> Result<ResponseHead, Failure> {
+    match tokio::time::timeout(timeout, head).await {
+        Ok(result) => result.map_err(Failure::Answer),
+        Err(_) => Err(Failure::HeadTimeout),
     }
 }
 

@@ -112,6 +112,17 @@ fn head_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The body after a head read by [`read_head`]: its `Content-Length`
+/// bytes (none without one).
+fn read_length_body(sock: &mut impl Read, head: &str) -> io::Result<Vec<u8>> {
+    let length: usize = head_header(head, "content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    sock.read_exact(&mut body)?;
+    Ok(body)
+}
+
 /// The method of a head read by [`read_head`].
 fn head_method(head: &str) -> &str {
     head.split(' ').next().unwrap_or("")

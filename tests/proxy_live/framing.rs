@@ -14,8 +14,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::{
-    connect, contains, head_header, head_method, proxy_route, read_head, write_now, RawUpstream,
-    Shared,
+    connect, contains, head_header, head_method, proxy_route, read_head, read_length_body,
+    write_now, RawUpstream, Shared,
 };
 use crate::util::http::{read_line, read_response_from, send_raw, Response};
 use crate::util::DEADLINE;
@@ -92,13 +92,9 @@ fn scripted(
                 }
                 body
             } else {
-                let length: usize = head_header(&head, "content-length")
-                    .and_then(|l| l.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0; length];
-                if sock.read_exact(&mut body).is_err() {
+                let Ok(body) = read_length_body(&mut sock, &head) else {
                     return;
-                }
+                };
                 body
             };
             let seen = Seen {

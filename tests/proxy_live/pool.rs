@@ -5,12 +5,12 @@
 //! The client talks to the daemon over one kept-alive connection, so every
 //! request lands on the same worker and so in the same pool.
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::{
-    connect, head_header, head_method, proxy_route, read_head, write_now, RawUpstream, Shared,
+    connect, head_method, proxy_route, read_head, read_length_body, write_now, RawUpstream, Shared,
 };
 use crate::util::http::{read_response_from, Response};
 use crate::util::{wait_until, DEADLINE};
@@ -49,13 +49,9 @@ fn upstream(policy: fn(usize) -> Then) -> (RawUpstream, Shared<Vec<Req>>, Shared
                 let Ok(Some(head)) = read_head(&mut sock) else {
                     return;
                 };
-                let length: usize = head_header(&head, "content-length")
-                    .and_then(|l| l.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0; length];
-                if sock.read_exact(&mut body).is_err() {
+                let Ok(body) = read_length_body(&mut sock, &head) else {
                     return;
-                }
+                };
                 let target = head.split(' ').nth(1).unwrap_or("").to_owned();
                 log.update(|l| {
                     l.push(Req {

@@ -99,8 +99,6 @@ cpu() {
         'BEGIN {printf "%d %.1f %.1f\n", r, u * 1e6 / t / n, s * 1e6 / t / n}'
 }
 
-med() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-
 echo "# bench-cpu-split.sh /$P: wrk -t1 -c32 -d${SECS}s, $ROUNDS rounds, medians ($(date -u +%F), $(nproc) cores)"
 printf '%-6s %10s %8s %8s %8s\n' target 'req/s' 'user µs' 'sys µs' 'total µs'
 for target in clace nginx; do : >"$work/$target.rounds"; done
@@ -109,7 +107,7 @@ for _ in $(seq "$ROUNDS"); do
 done
 for target in clace nginx; do
     f=$work/$target.rounds
-    printf '%-6s %10s %8s %8s %8s\n' "$target" "$(cut -d' ' -f1 "$f" | med)" \
-        "$(cut -d' ' -f2 "$f" | med)" "$(cut -d' ' -f3 "$f" | med)" \
-        "$(awk '{print $2 + $3}' "$f" | med)"
+    printf '%-6s %10s %8s %8s %8s\n' "$target" "$(cut -d' ' -f1 "$f" | median_real)" \
+        "$(cut -d' ' -f2 "$f" | median_real)" "$(cut -d' ' -f3 "$f" | median_real)" \
+        "$(awk '{print $2 + $3}' "$f" | median_real)"
 done

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::net::TcpStream;
 
 /// How much room a read is given.
-const READ_ROOM: usize = 16 * 1024;
+pub const READ_ROOM: usize = 16 * 1024;
 
 /// The byte stream under a connection.
 pub enum Io {
@@ -117,11 +117,6 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    /// [`Conn::poll_fill`] as a future.
-    pub async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-
     /// Whether an idle connection still looks usable: the upstream has
     /// neither closed it nor sent anything unasked, as far as the worker's
     /// reactor has seen (as nginx's idle upstream connections), and no
@@ -183,7 +178,8 @@ mod tests {
         let (mut server, _) = listener.accept().unwrap();
         server.write_all(b"x").unwrap();
         let mut conn = Conn::new(Io::Plain(client));
-        assert_eq!(conn.fill().await.unwrap(), 1);
+        let read = std::future::poll_fn(|cx| conn.poll_fill(cx)).await;
+        assert_eq!(read.unwrap(), 1);
         conn.buf.clear();
         assert!(conn.is_open() && conn.peek_open(), "idle and open");
 

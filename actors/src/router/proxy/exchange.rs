@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::body::{self, Sent};
 use super::client::Upstream;
-use super::conn::{Conn, Io};
+use super::conn::{Conn, Io, READ_ROOM};
 use super::failure::Failure;
 use super::wire::{self, ResponseHead, WireError};
 use super::TARGET;
@@ -231,7 +231,7 @@ async fn read_head<R: AsyncRead + Unpin>(
             }
             return Ok(head);
         }
-        buf.reserve(16 * 1024);
+        buf.reserve(READ_ROOM);
         match reader.read_buf(buf).await {
             Ok(0) if answered => {
                 return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()))
